@@ -1,0 +1,69 @@
+import { Hono } from "hono";
+import { requestId } from "hono/request-id";
+import { ConfigError, loadConfig } from "./config.ts";
+import { SluiceError } from "./errors.ts";
+import { logEvent } from "./log.ts";
+import { type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
+import { forward, validateOriginUrl } from "./proxy.ts";
+
+/** Bindings the standalone worker reads. */
+export interface SluiceEnv {
+  SLUICE_CONFIG?: unknown;
+  SLUICE_LIMITER: DurableObjectNamespace<import("./durable-objects/limiter.ts").SluiceLimiter>;
+  ORIGIN_URL?: string;
+  ORIGIN_SECRET?: string;
+  SLUICE_ADMIN_TOKEN?: string;
+  /** Optional service binding to a Worker origin (used by the demo). */
+  ORIGIN?: Fetcher;
+}
+
+type AppEnv = { Bindings: SluiceEnv & Record<string, unknown>; Variables: SluiceVariables };
+
+/**
+ * The standalone Sluice worker: request id, configuration check, the rate-limit middleware, then
+ * the proxy to the origin. One onError renders every failure as JSON.
+ */
+export function createApp(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.onError((err, c) => {
+    if (err instanceof SluiceError) {
+      if (err instanceof ConfigError) logEvent("sluice.invalid_config", { issues: err.issues });
+      else if (err.status >= 500) logEvent(`sluice.${err.code}`, { requestId: c.get("requestId"), error: err.message });
+      return c.json(err.body(), err.status);
+    }
+    logEvent("sluice.internal_error", { requestId: c.get("requestId"), error: String(err) });
+    return c.json({ error: "internal_error" }, 500);
+  });
+
+  // Configuration first, so a bad one fails every request with its issues, not a later crash.
+  app.use(async function checkConfig(c, next) {
+    const config = loadConfig(c.env.SLUICE_CONFIG);
+    const originIssue = validateOriginUrl(c.env.ORIGIN_URL);
+    if (originIssue) throw new ConfigError([originIssue]);
+    await requestId({ headerName: config.requestIdHeader })(c, next);
+    // Echoed on every answer, the origin's included (hono's requestId only covers c.json/c.text).
+    const id = c.get("requestId");
+    if (c.res.headers.get(config.requestIdHeader) !== id) {
+      const res = new Response(c.res.body, c.res);
+      res.headers.set(config.requestIdHeader, id);
+      c.res = res;
+    }
+  });
+
+  app.use(sluice());
+
+  app.all("*", async (c) => {
+    const { config } = c.get("sluice");
+    return forward(c.req.raw, new URL(c.req.url), {
+      originUrl: c.env.ORIGIN_URL || undefined,
+      originService: c.env.ORIGIN,
+      timeoutMs: config.originTimeoutMs,
+      requestIdHeader: config.requestIdHeader,
+      requestId: c.get("requestId"),
+      originSecret: c.env.ORIGIN_SECRET,
+    });
+  });
+
+  return app;
+}

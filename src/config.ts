@@ -1,0 +1,275 @@
+import { z } from "zod";
+import { SluiceError } from "./errors.ts";
+
+/** A duration as written in configuration: "500ms", "10s", "1m", "1h", "1d", or seconds as a number. */
+export type Duration = `${number}${"ms" | "s" | "m" | "h" | "d"}` | number;
+
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+const DURATION_RE = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/;
+
+/** Parses a {@link Duration} to whole milliseconds, or undefined when it is not one. */
+export function parseDuration(value: unknown): number | undefined {
+  let ms: number | undefined;
+  if (typeof value === "number") ms = value * 1000;
+  else if (typeof value === "string") {
+    const m = DURATION_RE.exec(value.trim());
+    if (m) ms = Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+  }
+  if (ms === undefined || !Number.isFinite(ms) || !Number.isInteger(ms) || ms < 1) return undefined;
+  return ms;
+}
+
+/** Longest window accepted: beyond 31 days the usage and storage bounds in docs/ stop holding. */
+export const MAX_WINDOW_MS = 31 * UNIT_MS.d;
+
+const durationField = z.custom<Duration>((v) => parseDuration(v) !== undefined, {
+  message: 'expected a duration such as "500ms", "10s", "1m", "1h", "1d" or a number of seconds',
+});
+
+const POLICY_NAME_RE = /^[A-Za-z0-9._-]+$/;
+const HEADER_NAME_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const QUERY_NAME_RE = /^[^\s&=#]+$/;
+
+const identitySource = z.string().refine(
+  (s) => {
+    if (s === "bearer" || s === "ip") return true;
+    if (s.startsWith("header:")) return HEADER_NAME_RE.test(s.slice(7));
+    if (s.startsWith("query:")) return QUERY_NAME_RE.test(s.slice(6));
+    return false;
+  },
+  { message: 'expected "header:<name>", "bearer", "query:<name>" or "ip"' },
+);
+
+const scopePart = z
+  .string()
+  .refine(
+    (s) => s === "key" || s === "ip" || s === "global" || (s.startsWith("header:") && HEADER_NAME_RE.test(s.slice(7))),
+    { message: 'expected "key", "ip", "header:<name>" or "global"' },
+  );
+
+const positiveInt = z.number().int().positive().max(1_000_000_000);
+
+const policySchema = z
+  .object({
+    name: z.string().regex(POLICY_NAME_RE, "expected [A-Za-z0-9._-]+"),
+    limit: positiveInt.optional(),
+    window: durationField.optional(),
+    algorithm: z.enum(["sliding-window", "fixed-window", "token-bucket"]).default("sliding-window"),
+    concurrency: positiveInt.optional(),
+    scope: z.array(scopePart).min(1).default(["key"]),
+    match: z
+      .object({
+        methods: z
+          .array(z.string().regex(/^[A-Za-z]+$/, "expected an HTTP method name"))
+          .min(1)
+          .optional(),
+        paths: z.array(z.string().startsWith("/", "expected a path pattern starting with /")).min(1).optional(),
+      })
+      .strict()
+      .default({}),
+    cost: positiveInt.default(1),
+    mode: z.enum(["enforce", "shadow"]).default("enforce"),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    const isRate = p.limit !== undefined || p.window !== undefined;
+    if (isRate && p.concurrency !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["concurrency"],
+        message: "a policy is either a rate policy (limit + window) or a concurrency policy, not both",
+      });
+    } else if (!isRate && p.concurrency === undefined) {
+      ctx.addIssue({ code: "custom", path: ["limit"], message: "expected limit and window, or concurrency" });
+    } else if (isRate) {
+      if (p.limit === undefined) ctx.addIssue({ code: "custom", path: ["limit"], message: "required with window" });
+      if (p.window === undefined) ctx.addIssue({ code: "custom", path: ["window"], message: "required with limit" });
+      const ms = parseDuration(p.window);
+      if (ms !== undefined && ms > MAX_WINDOW_MS)
+        ctx.addIssue({ code: "custom", path: ["window"], message: "at most 31 days" });
+    }
+    if (new Set(p.scope).size !== p.scope.length)
+      ctx.addIssue({ code: "custom", path: ["scope"], message: "lists a scope twice" });
+  });
+
+const configSchema = z
+  .object({
+    identity: z.array(identitySource).min(1).default(["header:x-api-key", "bearer", "ip"]),
+    policies: z.array(policySchema).min(1),
+    headers: z
+      .object({
+        legacy: z.boolean().default(true),
+        reset: z.enum(["delta", "unix"]).default("delta"),
+        ietf: z.boolean().default(false),
+      })
+      .strict()
+      .default({ legacy: true, reset: "delta", ietf: false }),
+    errorCode: z.string().min(1).max(200).default("rate_limit_exceeded"),
+    requestIdHeader: z.string().regex(HEADER_NAME_RE, "expected a header name").default("X-Request-Id"),
+    onStoreError: z.enum(["open", "closed"]).default("open"),
+    storeTimeoutMs: z.number().int().min(1).max(60_000).default(1000),
+    originTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
+    adminPath: z
+      .string()
+      .regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, "expected a path such as /__sluice")
+      .default("/__sluice"),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const seen = new Set<string>();
+    c.policies.forEach((p, i) => {
+      if (seen.has(p.name))
+        ctx.addIssue({ code: "custom", path: ["policies", i, "name"], message: `duplicate policy name "${p.name}"` });
+      seen.add(p.name);
+    });
+  });
+
+/** SLUICE_CONFIG as written in wrangler.toml. */
+export type SluiceConfigInput = z.input<typeof configSchema>;
+
+export type Algorithm = "sliding-window" | "fixed-window" | "token-bucket";
+
+/** One policy after validation, with every default filled in and durations in ms. */
+export type Policy = RatePolicy | ConcurrencyPolicy;
+
+interface PolicyBase {
+  name: string;
+  /** Scope parts in configured order; ["key"] for the per-key object. */
+  scope: string[];
+  /** Upper-case methods, or undefined for all. */
+  methods: Set<string> | undefined;
+  /** Hono-style path patterns, or undefined for all. */
+  paths: string[] | undefined;
+  cost: number;
+  mode: "enforce" | "shadow";
+}
+export interface RatePolicy extends PolicyBase {
+  kind: "rate";
+  limit: number;
+  /** Window length in ms. */
+  windowMs: number;
+  algorithm: Algorithm;
+}
+export interface ConcurrencyPolicy extends PolicyBase {
+  kind: "concurrency";
+  concurrency: number;
+}
+
+/** The validated configuration. */
+export interface SluiceConfig {
+  identity: string[];
+  policies: Policy[];
+  headers: { legacy: boolean; reset: "delta" | "unix"; ietf: boolean };
+  errorCode: string;
+  requestIdHeader: string;
+  onStoreError: "open" | "closed";
+  storeTimeoutMs: number;
+  originTimeoutMs: number;
+  adminPath: string;
+}
+
+/** Thrown when SLUICE_CONFIG does not validate; `issues` names each bad field. */
+export class ConfigError extends SluiceError {
+  readonly issues: string[];
+  constructor(issues: string[]) {
+    super(500, "invalid_config", `invalid SLUICE_CONFIG: ${issues.join("; ")}`);
+    this.issues = issues;
+  }
+  override body(): Record<string, unknown> {
+    return { error: "invalid_config", issues: this.issues };
+  }
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = "";
+  for (const seg of path) {
+    if (typeof seg === "number") out += `[${seg}]`;
+    else out += out ? `.${String(seg)}` : String(seg);
+  }
+  return out || "SLUICE_CONFIG";
+}
+
+/**
+ * Validates SLUICE_CONFIG (an object from [vars], or its JSON text) and fills in defaults.
+ * @throws ConfigError naming every bad field; never falls back to defaults for a bad value.
+ */
+export function parseConfig(raw: unknown): SluiceConfig {
+  let input = raw;
+  if (typeof raw === "string") {
+    try {
+      input = JSON.parse(raw);
+    } catch {
+      throw new ConfigError(["SLUICE_CONFIG: not valid JSON"]);
+    }
+  }
+  if (input === undefined || input === null)
+    throw new ConfigError(["SLUICE_CONFIG: missing; set [vars.SLUICE_CONFIG] in wrangler.toml"]);
+  const result = configSchema.safeParse(input);
+  if (!result.success) {
+    throw new ConfigError(result.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`));
+  }
+  const c = result.data;
+  return {
+    identity: c.identity,
+    headers: c.headers,
+    errorCode: c.errorCode,
+    requestIdHeader: c.requestIdHeader,
+    onStoreError: c.onStoreError,
+    storeTimeoutMs: c.storeTimeoutMs,
+    originTimeoutMs: c.originTimeoutMs,
+    adminPath: c.adminPath,
+    policies: c.policies.map((p): Policy => {
+      const base: PolicyBase = {
+        name: p.name,
+        scope: p.scope,
+        methods: p.match.methods ? new Set(p.match.methods.map((m) => m.toUpperCase())) : undefined,
+        paths: p.match.paths,
+        cost: p.cost,
+        mode: p.mode,
+      };
+      if (p.concurrency !== undefined) return { ...base, kind: "concurrency", concurrency: p.concurrency };
+      return {
+        ...base,
+        kind: "rate",
+        limit: p.limit as number,
+        windowMs: parseDuration(p.window) as number,
+        algorithm: p.algorithm,
+      };
+    }),
+  };
+}
+
+const cache = new WeakMap<object, SluiceConfig | ConfigError>();
+let lastText: { text: string; value: SluiceConfig | ConfigError } | undefined;
+
+/**
+ * Parses once per isolate: env vars are the same object for every request of an isolate, so the
+ * result (or the error) is cached on that object.
+ */
+export function loadConfig(raw: unknown): SluiceConfig {
+  let value: SluiceConfig | ConfigError;
+  if (typeof raw === "object" && raw !== null) {
+    const hit = cache.get(raw);
+    if (hit) value = hit;
+    else {
+      value = tryParse(raw);
+      cache.set(raw, value);
+    }
+  } else if (typeof raw === "string" && lastText?.text === raw) {
+    value = lastText.value;
+  } else {
+    value = tryParse(raw);
+    if (typeof raw === "string") lastText = { text: raw, value };
+  }
+  if (value instanceof ConfigError) throw value;
+  return value;
+}
+
+function tryParse(raw: unknown): SluiceConfig | ConfigError {
+  try {
+    return parseConfig(raw);
+  } catch (e) {
+    if (e instanceof ConfigError) return e;
+    throw e;
+  }
+}

@@ -1,0 +1,65 @@
+/** The caller as Sluice knows it: never the raw value, only its SHA-256. */
+export interface Identity {
+  /** The source that supplied it: "header:x-api-key", "bearer", "query:key", "ip" or "anonymous". */
+  source: string;
+  /** Lower-case hex SHA-256 of the identity (see identityString). */
+  hash: string;
+  /** First 16 hex digits of `hash`: the name used in logs and the admin API. */
+  keyId: string;
+}
+
+/**
+ * The string that is hashed for an identity. An API key is hashed as it is, so
+ * `printf %s "$KEY" | sha256sum` gives its keyId; an address is hashed as "ip:<address>" and a key
+ * that itself starts with "ip:" gets a "key:" prefix, so no API key can share an address's bucket.
+ */
+export function identityString(source: string, value: string): string {
+  if (source === "ip") return `ip:${value}`;
+  return value.startsWith("ip:") || value.startsWith("key:") ? `key:${value}` : value;
+}
+
+const encoder = new TextEncoder();
+
+/** Lower-case hex SHA-256 (Web Crypto). */
+export async function sha256Hex(text: string): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
+  let out = "";
+  for (const b of digest) out += b.toString(16).padStart(2, "0");
+  return out;
+}
+
+/** The value of one identity source on this request, or undefined when absent or empty. */
+export function readSource(req: Request, url: URL, source: string): string | undefined {
+  let v: string | null = null;
+  if (source === "ip") v = req.headers.get("cf-connecting-ip");
+  else if (source === "bearer") {
+    const auth = req.headers.get("authorization");
+    const m = auth ? /^Bearer[ \t]+(\S.*)$/i.exec(auth.trim()) : null;
+    v = m ? (m[1] as string) : null;
+  } else if (source.startsWith("header:")) v = req.headers.get(source.slice(7));
+  else if (source.startsWith("query:")) v = url.searchParams.get(source.slice(6));
+  v = v?.trim() ?? null;
+  return v ? v : undefined;
+}
+
+/**
+ * Resolves the caller from the configured sources, first present wins. A request with none of
+ * them is "anonymous": all such requests share one bucket, so leaving out a key never escapes
+ * the limit.
+ */
+export async function resolveIdentity(req: Request, url: URL, sources: readonly string[]): Promise<Identity> {
+  for (const source of sources) {
+    const value = readSource(req, url, source);
+    if (value !== undefined) return fromHash(source, await sha256Hex(identityString(source, value)));
+  }
+  return fromHash("anonymous", await sha256Hex("anonymous:"));
+}
+
+function fromHash(source: string, hash: string): Identity {
+  return { source, hash, keyId: hash.slice(0, 16) };
+}
+
+/** The keyId of a raw API key, as the admin API computes it. */
+export async function keyIdOf(rawKey: string): Promise<string> {
+  return (await sha256Hex(identityString("header", rawKey))).slice(0, 16);
+}

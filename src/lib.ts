@@ -1,0 +1,9 @@
+/**
+ * Sluice as a library: the Hono middleware and the Durable Object class, for a Workers app of its
+ * own. Export `SluiceLimiter` from the app's entry and bind it as SLUICE_LIMITER.
+ */
+export { createApp, type SluiceEnv } from "./app.ts";
+export { type Duration, parseConfig, type SluiceConfig, type SluiceConfigInput } from "./config.ts";
+export { SluiceLimiter } from "./durable-objects/limiter.ts";
+export { SluiceError } from "./errors.ts";
+export { type SluiceOptions, type SluiceVariables, sluice } from "./middleware/rate-limit.ts";

@@ -1,0 +1,55 @@
+import { NEVER, type RateParams, type Verdict } from "./types.ts";
+
+/**
+ * Token bucket with burst `limit` refilled at `limit` per window. Kept in integer units of
+ * 1/windowMs of a token, so refill is exactly `limit` units per ms and no rounding drifts:
+ * a full bucket holds limit * windowMs units (at most 1e9 * 31 d, below 2^53 for sane limits).
+ */
+export interface TokenState {
+  /** Units in the bucket at `at`. */
+  level: number;
+  /** ms since the epoch of `level`; 0 for a bucket never used (full). */
+  at: number;
+}
+
+export function tokenInit(): TokenState {
+  return { level: -1, at: 0 };
+}
+
+function refill(s: TokenState, now: number, p: RateParams): number {
+  const cap = p.limit * p.windowMs;
+  if (s.level < 0) s.level = cap;
+  else if (now > s.at) s.level = Math.min(cap, s.level + (now - s.at) * p.limit);
+  else s.level = Math.min(cap, s.level);
+  s.at = Math.max(s.at, now);
+  return cap;
+}
+
+/** Decides without consuming. Reset is the time until the next whole token is back. */
+export function tokenCheck(s: TokenState, now: number, p: RateParams, cost: number): Verdict {
+  const cap = refill(s, now, p);
+  const need = cost * p.windowMs;
+  if (s.level >= need) {
+    const after = s.level - need;
+    const toNext = after >= cap ? 0 : p.windowMs - (after % p.windowMs);
+    return {
+      allowed: true,
+      remaining: Math.floor(after / p.windowMs),
+      resetMs: Math.max(1, Math.ceil(toNext / p.limit)),
+      retryAfterMs: 0,
+    };
+  }
+  const remaining = Math.floor(s.level / p.windowMs);
+  if (cost > p.limit) return { allowed: false, remaining, resetMs: p.windowMs, retryAfterMs: NEVER };
+  const wait = Math.max(1, Math.ceil((need - s.level) / p.limit));
+  return { allowed: false, remaining, resetMs: wait, retryAfterMs: wait };
+}
+
+export function tokenAdd(s: TokenState, now: number, p: RateParams, cost: number): void {
+  refill(s, now, p);
+  s.level -= cost * p.windowMs;
+}
+
+export function tokenRefund(s: TokenState, p: RateParams, cost: number): void {
+  s.level = Math.min(p.limit * p.windowMs, s.level + cost * p.windowMs);
+}

@@ -1,0 +1,181 @@
+import type { Context, MiddlewareHandler } from "hono";
+import { loadConfig, parseConfig, type SluiceConfig, type SluiceConfigInput } from "../config.ts";
+import type { CheckResult, Outcome, SluiceLimiter } from "../durable-objects/limiter.ts";
+import { SluiceError } from "../errors.ts";
+import { tooManyRequests, writeRateHeaders } from "../headers.ts";
+import { type Identity, resolveIdentity } from "../identity.ts";
+import { logEvent } from "../log.ts";
+import { type BucketPlan, matcherFor, normalizePath, planBuckets } from "../policies.ts";
+
+/** Options of the {@link sluice} middleware. */
+export interface SluiceOptions {
+  /**
+   * The configuration (SPEC section 2). Omitted: read from `env.SLUICE_CONFIG` on the first request
+   * and validated once per isolate. Given: validated here, so a bad one throws at construction.
+   */
+  config?: SluiceConfigInput | undefined;
+  /** Name of the Durable Object namespace binding of {@link SluiceLimiter}. Default "SLUICE_LIMITER". */
+  binding?: string;
+}
+
+/** What the middleware leaves on the context for later handlers (`c.get("sluice")`). */
+export interface SluiceVariables {
+  sluice: {
+    config: SluiceConfig;
+    identity: Identity;
+    /** Every policy outcome of this request; empty when no policy matched or the store failed. */
+    outcomes: Outcome[];
+  };
+  requestId: string;
+}
+
+/** Added to a concurrency lease beyond the origin's time limit, for the body to stream. */
+export const LEASE_GRACE_MS = 60_000;
+
+type Stub = DurableObjectStub<SluiceLimiter>;
+
+interface Asked {
+  plan: BucketPlan;
+  stub: Stub;
+  result?: CheckResult;
+  error?: unknown;
+}
+
+class StoreTimeout extends Error {
+  override name = "StoreTimeout";
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StoreTimeout(`store call exceeded ${ms} ms`)), ms);
+  });
+  return Promise.race([p, limit]).finally(() => {
+    if (timer !== undefined) clearTimeout(timer);
+  });
+}
+
+function waitUntil(c: Context, p: Promise<unknown>): void {
+  const settled = p.catch((e) => logEvent("sluice.background_error", { error: String(e) }));
+  try {
+    c.executionCtx.waitUntil(settled);
+  } catch {
+    // No execution context (a test calling app.request): the promise still runs.
+  }
+}
+
+/**
+ * The Sluice rate-limit middleware: resolves the caller, asks the Durable Object of each bucket the
+ * matching policies name (in parallel, one call per object), then answers 429 or lets the request
+ * on, adding the rate-limit headers to the response. A concurrency slot taken here is given back
+ * when the response body has been sent, the client has gone away, or the handler failed.
+ *
+ * @example
+ * app.use("/api/*", sluice({ config: { policies: [{ name: "standard", limit: 120, window: "1m" }] } }))
+ */
+export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOptions = {}): MiddlewareHandler<{
+  Bindings: Record<string, unknown>;
+  Variables: SluiceVariables;
+}> {
+  const fixed = given === undefined ? undefined : parseConfig(given);
+  return async function sluiceRateLimit(c, next) {
+    const config = fixed ?? loadConfig(c.env.SLUICE_CONFIG);
+    const ns = c.env[binding] as DurableObjectNamespace<SluiceLimiter> | undefined;
+    if (!ns) throw new SluiceError(500, "invalid_config", `no Durable Object binding named ${binding}`);
+    const req = c.req.raw;
+    const url = new URL(req.url);
+    const identity = await resolveIdentity(req, url, config.identity);
+    const policies = matcherFor(config).match(req.method, normalizePath(url.pathname));
+    const requestId = c.get("requestId") ?? "";
+    c.set("sluice", { config, identity, outcomes: [] });
+    if (policies.length === 0) return next();
+
+    const plans = await planBuckets(policies, identity, req);
+    const hasLease = plans.some((p) => p.items.some((i) => i.kind === "concurrency"));
+    const leaseId = hasLease ? crypto.randomUUID() : "";
+    const leaseMs = config.originTimeoutMs + LEASE_GRACE_MS;
+    const asked: Asked[] = plans.map((plan) => ({ plan, stub: ns.get(ns.idFromName(plan.name)) }));
+    await Promise.all(
+      asked.map(async (a) => {
+        try {
+          a.result = await withTimeout(
+            a.stub.check(a.plan.items, leaseId, leaseMs, a.plan.perKey),
+            config.storeTimeoutMs,
+          );
+        } catch (e) {
+          a.error = e;
+        }
+      }),
+    );
+
+    const logFields = { keyId: identity.keyId, requestId, method: req.method, path: url.pathname };
+    const failed = asked.filter((a) => a.error !== undefined);
+    const allowed = failed.length === 0 && asked.every((a) => a.result?.allowed);
+    if (!allowed) {
+      // All or nothing: objects that admitted a request another one refused give it back.
+      for (const a of asked) {
+        const r = a.result;
+        if (r?.allowed && r.receipt) waitUntil(c, a.stub.undo(a.plan.items, r.receipt, a.plan.perKey));
+      }
+    }
+    if (failed.length > 0) {
+      for (const a of failed) {
+        logEvent("sluice.store_error", {
+          ...logFields,
+          policy: a.plan.items.map((i) => i.policy).join(","),
+          error: String(a.error),
+          onStoreError: config.onStoreError,
+        });
+      }
+      if (config.onStoreError === "closed") {
+        throw new SluiceError(503, "rate_limiter_unavailable", "rate limiter unavailable");
+      }
+      return next();
+    }
+
+    const outcomes = asked.flatMap((a) => (a.result as CheckResult).outcomes);
+    const now = Math.max(...asked.map((a) => (a.result as CheckResult).now));
+    c.get("sluice").outcomes = outcomes;
+    for (const o of outcomes) {
+      if (o.mode === "shadow" && !o.allowed) logEvent("sluice.shadow_violation", { ...logFields, policy: o.policy });
+    }
+    if (!allowed) {
+      const rejectedBy = outcomes
+        .filter((o) => !o.allowed && o.mode === "enforce")
+        .reduce((a, b) => (b.retryAfterMs > a.retryAfterMs ? b : a));
+      logEvent("sluice.rejected", { ...logFields, policy: rejectedBy.policy, retryAfterMs: rejectedBy.retryAfterMs });
+      const extra = new Headers();
+      if (requestId) extra.set(config.requestIdHeader, requestId);
+      c.res = tooManyRequests(rejectedBy, outcomes, now, config, extra);
+      return;
+    }
+
+    const holders = hasLease ? asked.filter((a) => a.result?.receipt?.leaseId) : [];
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      for (const a of holders) waitUntil(c, a.stub.release(leaseId));
+    };
+    try {
+      await next();
+    } catch (e) {
+      release();
+      throw e;
+    }
+    const res = c.res;
+    const headers = new Headers(res.headers);
+    writeRateHeaders(headers, outcomes, true, now, config.headers);
+    let body = res.body;
+    if (holders.length > 0) {
+      if (!body) release();
+      else {
+        // The slot is held until the last byte has gone out, or the client or origin gave up.
+        const relay = new TransformStream();
+        waitUntil(c, body.pipeTo(relay.writable).finally(release));
+        body = relay.readable;
+      }
+    }
+    c.res = new Response(body, { status: res.status, statusText: res.statusText, headers });
+  };
+}

@@ -1,0 +1,95 @@
+import { proxy } from "hono/proxy";
+import { SluiceError } from "./errors.ts";
+
+/** Headers a client could use to lie to the origin about itself or about Sluice. */
+const CLIENT_HEADERS_DROPPED = [
+  "host",
+  "forwarded",
+  "x-forwarded-for",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "x-real-ip",
+  "x-sluice-origin-secret",
+];
+
+/**
+ * The origin URL for a request: ORIGIN_URL's scheme, host and base path, then the request's path
+ * and query. The request's path only ever lands in `pathname` of a URL whose host is already
+ * fixed, so no path (`//evil`, `/\evil`, `/%2F%2Fevil`, `/https://evil/`, dot segments) can move
+ * the request to another host or above the base path: the URL parser has already resolved dot
+ * segments and backslashes in the incoming URL, and percent-escapes are passed on as they are.
+ */
+export function originTarget(requestUrl: URL, originUrl: string | undefined): URL {
+  if (!originUrl) return new URL(requestUrl.href);
+  const base = new URL(originUrl);
+  const target = new URL(base.origin);
+  const basePath = base.pathname.replace(/\/+$/, "");
+  target.pathname = basePath + requestUrl.pathname;
+  target.search = requestUrl.search;
+  return target;
+}
+
+/** Checks ORIGIN_URL once: an http(s) URL with no query, fragment or credentials. */
+export function validateOriginUrl(originUrl: string | undefined): string | undefined {
+  if (originUrl === undefined || originUrl === "") return undefined;
+  let u: URL;
+  try {
+    u = new URL(originUrl);
+  } catch {
+    return "ORIGIN_URL: not a URL";
+  }
+  if (u.protocol !== "http:" && u.protocol !== "https:") return "ORIGIN_URL: expected http or https";
+  if (u.search || u.hash) return "ORIGIN_URL: must not have a query or fragment";
+  if (u.username || u.password) return "ORIGIN_URL: must not carry credentials";
+  return undefined;
+}
+
+export interface ForwardOptions {
+  originUrl: string | undefined;
+  /** A service binding to a Worker origin; when set, requests go through it instead of the network. */
+  originService?: Fetcher | undefined;
+  timeoutMs: number;
+  requestIdHeader: string;
+  requestId: string;
+  originSecret?: string | undefined;
+}
+
+/**
+ * Forwards the request to the origin, bodies streamed both ways, redirects passed back, and
+ * hop-by-hop headers dropped (hono/proxy). 502 when the origin cannot be reached, 504 when its
+ * response headers do not come within `timeoutMs`.
+ */
+export async function forward(req: Request, url: URL, o: ForwardOptions): Promise<Response> {
+  const target = originTarget(url, o.originUrl);
+  const headers = new Headers(req.headers);
+  for (const name of CLIENT_HEADERS_DROPPED) headers.delete(name);
+  const ip = req.headers.get("cf-connecting-ip");
+  if (ip) headers.set("X-Forwarded-For", ip);
+  headers.set("X-Forwarded-Proto", url.protocol.slice(0, -1));
+  headers.set("X-Forwarded-Host", url.host);
+  headers.set(o.requestIdHeader, o.requestId);
+  if (o.originSecret) headers.set("X-Sluice-Origin-Secret", o.originSecret);
+
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(new OriginTimeout()), o.timeoutMs);
+  const signal = AbortSignal.any([timeout.signal, req.signal]);
+  const service = o.originService;
+  try {
+    return await proxy(target, {
+      // Re-wrapped so hono/proxy drops hop-by-hop headers from the headers we built.
+      raw: new Request(req, { headers }),
+      redirect: "manual",
+      signal,
+      customFetch: service ? (r: Request) => service.fetch(r) : undefined,
+    });
+  } catch (e) {
+    if (timeout.signal.aborted) throw new SluiceError(504, "origin_timeout", "origin sent no response headers in time");
+    throw new SluiceError(502, "origin_unreachable", `origin unreachable: ${String(e)}`);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+class OriginTimeout extends Error {
+  override name = "OriginTimeout";
+}

@@ -1,0 +1,6 @@
+declare namespace Cloudflare {
+  interface Env {
+    ORIGIN_PORT: number;
+    DEAD_PORT: number;
+  }
+}

@@ -1,0 +1,131 @@
+import { createHash } from "node:crypto";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+
+/** What the origin saw of one request, as tests read it back from /__control/log/<test id>. */
+export interface Seen {
+  method: string;
+  /** The request target exactly as it arrived on the wire. */
+  url: string;
+  host: string | undefined;
+  headers: Record<string, string | string[] | undefined>;
+  bodyBytes: number;
+  bodySha256: string;
+  at: number;
+}
+
+/**
+ * A real HTTP origin on 127.0.0.1 for the integration tests. Paths under /__ choose a behaviour
+ * (slow headers, big or broken bodies, redirects, held responses); every other path echoes what
+ * arrived. Requests carrying x-test-id are logged under that id.
+ */
+export async function startOrigin() {
+  const log = new Map<string, Seen[]>();
+  const held = new Map<string, ServerResponse>();
+  const closed = new Set<string>();
+
+  const server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
+    const url = req.url ?? "/";
+    if (url.startsWith("/__control/")) return control(url, res);
+    const hash = createHash("sha256");
+    let bytes = 0;
+    for await (const chunk of req) {
+      bytes += (chunk as Buffer).length;
+      hash.update(chunk as Buffer);
+    }
+    const seen: Seen = {
+      method: req.method ?? "",
+      url,
+      host: req.headers.host,
+      headers: req.headers,
+      bodyBytes: bytes,
+      bodySha256: hash.digest("hex"),
+      at: Date.now(),
+    };
+    const id = req.headers["x-test-id"];
+    if (typeof id === "string") {
+      const list = log.get(id) ?? [];
+      list.push(seen);
+      log.set(id, list);
+    }
+    const m = /^\/__(slow|big|redirect|reset|hold|status)(?:\/([^/?]+))?/.exec(url);
+    switch (m?.[1]) {
+      case "slow":
+        await new Promise((r) => setTimeout(r, Number(m[2])));
+        return json(res, 200, seen);
+      case "big": {
+        const total = Number(m[2]);
+        res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(total) });
+        const chunk = Buffer.alloc(64 * 1024, 0x61);
+        let sent = 0;
+        while (sent < total) {
+          const n = Math.min(chunk.length, total - sent);
+          if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) {
+            await new Promise((r) => res.once("drain", r));
+          }
+          sent += n;
+        }
+        return res.end();
+      }
+      case "redirect":
+        res.writeHead(302, { location: "http://elsewhere.example/landing" });
+        return res.end();
+      case "reset":
+        res.writeHead(200, { "content-type": "text/plain", "content-length": "100000" });
+        res.write("partial");
+        setTimeout(() => res.socket?.destroy(), 20);
+        return;
+      case "hold": {
+        const key = String(m[2]);
+        res.writeHead(200, { "content-type": "text/plain" });
+        res.write("started\n");
+        held.set(key, res);
+        res.on("close", () => closed.add(key));
+        return;
+      }
+      case "status":
+        return json(res, Number(m[2]), seen);
+      default:
+        return json(res, 200, seen);
+    }
+  });
+
+  function control(url: string, res: ServerResponse) {
+    const [, , verb, arg = ""] = url.split("/");
+    if (verb === "log") return json(res, 200, log.get(decodeURIComponent(arg)) ?? []);
+    if (verb === "release") {
+      const r = held.get(arg);
+      held.delete(arg);
+      r?.end("done\n");
+      return json(res, 200, { released: r !== undefined });
+    }
+    if (verb === "closed") return json(res, 200, { closed: closed.has(arg) });
+    return json(res, 404, { error: "unknown control" });
+  }
+
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const port = (server.address() as AddressInfo).port;
+  return {
+    port,
+    /** A port that was free a moment ago: connections to it are refused. */
+    async deadPort(): Promise<number> {
+      const probe = createServer();
+      await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+      const p = (probe.address() as AddressInfo).port;
+      await new Promise((r) => probe.close(r));
+      return p;
+    },
+    close: () =>
+      new Promise<void>((r) => {
+        for (const res of held.values()) res.destroy();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+function json(res: ServerResponse, status: number, body: unknown) {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json", "content-length": String(Buffer.byteLength(text)) });
+  res.end(text);
+}

@@ -1,0 +1,22 @@
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+export default defineConfig({
+  plugins: [
+    cloudflareTest(({ inject }) => ({
+      wrangler: { configPath: "./test/wrangler.test.toml" },
+      miniflare: {
+        bindings: {
+          ORIGIN_URL: `http://127.0.0.1:${inject<number>("originPort")}`,
+          ORIGIN_PORT: inject<number>("originPort"),
+          DEAD_PORT: inject<number>("deadPort"),
+        },
+      },
+    })),
+  ],
+  test: {
+    globalSetup: ["./test/support/global-setup.ts"],
+    include: ["test/**/*.test.ts"],
+    testTimeout: 30_000,
+  },
+});
