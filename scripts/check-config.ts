@@ -26,7 +26,9 @@ try {
   const config = parseConfig(vars.SLUICE_CONFIG);
   if (issues.length === 0) {
     const names = config.policies.map((p) => p.name).join(", ");
-    console.log(`${configPath}${environment ? ` [env ${environment}]` : ""}: SLUICE_CONFIG is valid (policies: ${names})`);
+    console.log(
+      `${configPath}${environment ? ` [env ${environment}]` : ""}: SLUICE_CONFIG is valid (policies: ${names})`,
+    );
     process.exit(0);
   }
 } catch (e) {

@@ -1,6 +1,6 @@
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";
-import { ConfigError, loadConfig } from "./config.ts";
+import { ConfigError, loadConfig, type SluiceConfig } from "./config.ts";
 import { SluiceError } from "./errors.ts";
 import { logEvent } from "./log.ts";
 import { type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
@@ -38,8 +38,14 @@ export function createApp(): Hono<AppEnv> {
 
   // Configuration first, so a bad one fails every request with its issues, not a later crash.
   app.use(async function checkConfig(c, next) {
-    const config = loadConfig(c.env.SLUICE_CONFIG);
     const originIssue = validateOriginUrl(c.env.ORIGIN_URL);
+    let config: SluiceConfig;
+    try {
+      config = loadConfig(c.env.SLUICE_CONFIG);
+    } catch (e) {
+      if (e instanceof ConfigError && originIssue) throw new ConfigError([...e.issues, originIssue]);
+      throw e;
+    }
     if (originIssue) throw new ConfigError([originIssue]);
     await requestId({ headerName: config.requestIdHeader })(c, next);
     // Echoed on every answer, the origin's included (hono's requestId only covers c.json/c.text).

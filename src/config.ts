@@ -114,15 +114,22 @@ const configSchema = z
       .regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, "expected a path such as /__sluice")
       .default("/__sluice"),
   })
-  .strict()
-  .superRefine((c, ctx) => {
-    const seen = new Set<string>();
-    c.policies.forEach((p, i) => {
-      if (seen.has(p.name))
-        ctx.addIssue({ code: "custom", path: ["policies", i, "name"], message: `duplicate policy name "${p.name}"` });
-      seen.add(p.name);
-    });
+  .strict();
+
+/** Duplicate names, found on the raw input so they are reported beside every other issue. */
+function duplicateNames(input: unknown): string[] {
+  const policies = (input as { policies?: unknown }).policies;
+  if (!Array.isArray(policies)) return [];
+  const seen = new Set<unknown>();
+  const out: string[] = [];
+  policies.forEach((p, i) => {
+    const name = (p as { name?: unknown } | null)?.name;
+    if (typeof name !== "string") return;
+    if (seen.has(name)) out.push(`policies[${i}].name: duplicate policy name "${name}"`);
+    seen.add(name);
   });
+  return out;
+}
 
 /** SLUICE_CONFIG as written in wrangler.toml. */
 export type SluiceConfigInput = z.input<typeof configSchema>;
@@ -205,9 +212,9 @@ export function parseConfig(raw: unknown): SluiceConfig {
   if (input === undefined || input === null)
     throw new ConfigError(["SLUICE_CONFIG: missing; set [vars.SLUICE_CONFIG] in wrangler.toml"]);
   const result = configSchema.safeParse(input);
-  if (!result.success) {
-    throw new ConfigError(result.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`));
-  }
+  const issues = result.success ? [] : result.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
+  issues.push(...duplicateNames(input));
+  if (!result.success || issues.length > 0) throw new ConfigError(issues);
   const c = result.data;
   return {
     identity: c.identity,

@@ -62,6 +62,11 @@ export interface ForwardOptions {
 export async function forward(req: Request, url: URL, o: ForwardOptions): Promise<Response> {
   const target = originTarget(url, o.originUrl);
   const headers = new Headers(req.headers);
+  // Headers the client named in Connection are hop-by-hop too (RFC 9110 7.6.1).
+  for (const token of (headers.get("connection") ?? "").split(",")) {
+    const name = token.trim();
+    if (/^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/.test(name)) headers.delete(name);
+  }
   for (const name of CLIENT_HEADERS_DROPPED) headers.delete(name);
   const ip = req.headers.get("cf-connecting-ip");
   if (ip) headers.set("X-Forwarded-For", ip);

@@ -1,7 +1,16 @@
 import { DurableObject } from "cloudflare:workers";
 import { clock } from "../clock.ts";
 import type { Algorithm } from "../config.ts";
-import { check, consume, initState, isIdle, type RateParams, type RateState, refund, type Verdict } from "../limiter/index.ts";
+import {
+  check,
+  consume,
+  initState,
+  isIdle,
+  type RateParams,
+  type RateState,
+  refund,
+  type Verdict,
+} from "../limiter/index.ts";
 
 /**
  * Dirty counters reach SQLite at most this long after they change. It is the bound on what a crash

@@ -1,0 +1,81 @@
+import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
+import { env } from "cloudflare:workers";
+import { afterEach } from "vitest";
+import { clock } from "../../src/clock.ts";
+import type { SluiceConfigInput } from "../../src/config.ts";
+import worker from "../../src/index.ts";
+
+/** Origin the worker proxies to in tests: a real Node HTTP server on 127.0.0.1. */
+export const ORIGIN = `http://127.0.0.1:${env.ORIGIN_PORT}`;
+/** The public host clients call Sluice on in these tests. */
+export const PUBLIC = "https://api.example.test";
+
+let fake: number | undefined;
+
+/** Sets the limiter's clock (worker and Durable Objects alike) to `ms` since the epoch. */
+export function setClock(ms: number): void {
+  fake = ms;
+  clock.now = () => fake as number;
+}
+
+/** Moves the clock forward by `ms`. */
+export function advance(ms: number): void {
+  setClock((fake ?? Date.now()) + ms);
+}
+
+afterEach(() => {
+  fake = undefined;
+  clock.now = () => Date.now();
+});
+
+let counter = 0;
+/** A name unique to this test run, for keys and test ids that must not meet other tests' state. */
+export function unique(prefix = "k"): string {
+  counter++;
+  return `${prefix}-${Date.now().toString(36)}-${counter}-${Math.random().toString(36).slice(2, 8)}`;
+}
+
+export interface SendOptions extends RequestInit {
+  /** SLUICE_CONFIG for this request (an object, as wrangler passes [vars] tables). */
+  config?: SluiceConfigInput | Record<string, unknown>;
+  /** Extra or replaced bindings. */
+  bindings?: Record<string, unknown>;
+}
+
+/** Sends a request through the standalone worker (src/index.ts) with the real Durable Objects. */
+export async function send(path: string, options: SendOptions = {}): Promise<Response> {
+  const { config, bindings, ...init } = options;
+  const request = new Request(path.startsWith("http") ? path : `${PUBLIC}${path}`, init);
+  const e = { ...env, ...(config ? { SLUICE_CONFIG: config } : {}), ...bindings } as unknown as Cloudflare.Env;
+  const ctx = createExecutionContext();
+  const res = await worker.fetch(request as Parameters<typeof worker.fetch>[0], e, ctx);
+  // Background work (lease releases, refunds) is finished once the body has been read.
+  void waitOnExecutionContext(ctx);
+  return res;
+}
+
+/** What the origin received for a test id (requests carrying `x-test-id: <id>`). */
+export async function originLog(testId: string): Promise<
+  Array<{
+    method: string;
+    url: string;
+    host?: string;
+    headers: Record<string, string>;
+    bodyBytes: number;
+    bodySha256: string;
+  }>
+> {
+  const res = await fetch(`${ORIGIN}/__control/log/${encodeURIComponent(testId)}`);
+  return res.json();
+}
+
+/** Sends `n` requests one after another, returning the statuses. */
+export async function statuses(n: number, path: string, options: SendOptions = {}): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const res = await send(path, options);
+    await res.arrayBuffer();
+    out.push(res.status);
+  }
+  return out;
+}
