@@ -4,3 +4,9 @@ declare namespace Cloudflare {
     DEAD_PORT: number;
   }
 }
+declare namespace Cloudflare {
+  interface Env {
+    SLOW_LIMITER: DurableObjectNamespace;
+    CRASHING_LIMITER: DurableObjectNamespace;
+  }
+}

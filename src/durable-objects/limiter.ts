@@ -252,6 +252,18 @@ export class SluiceLimiter extends DurableObject {
     this.scheduleFlush();
   }
 
+  /** Extends every slot held under `leaseId` to `leaseMs` from now (a long-streaming response). */
+  async renew(leaseId: string, leaseMs: number): Promise<void> {
+    const now = this.now();
+    for (const [policy, r] of this.rows) {
+      if (r.leases?.has(leaseId)) {
+        r.leases.set(leaseId, now + leaseMs);
+        this.dirty.add(policy);
+      }
+    }
+    this.scheduleFlush();
+  }
+
   /** The current standing of each policy, consuming nothing. */
   async peek(items: CheckItem[]): Promise<Outcome[]> {
     const now = this.now();

@@ -171,8 +171,18 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
       if (!body) release();
       else {
         // The slot is held until the last byte has gone out, or the client or origin gave up.
+        // A body that streams for longer than a lease renews it, so the slot is not lost midway.
         const relay = new TransformStream();
-        waitUntil(c, body.pipeTo(relay.writable).finally(release));
+        const renew = setInterval(() => {
+          for (const a of holders) waitUntil(c, a.stub.renew(leaseId, leaseMs));
+        }, leaseMs / 2);
+        waitUntil(
+          c,
+          body.pipeTo(relay.writable).finally(() => {
+            clearInterval(renew);
+            release();
+          }),
+        );
         body = relay.readable;
       }
     }
