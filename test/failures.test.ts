@@ -21,7 +21,7 @@ async function keyStub(key: string) {
   return env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(`key:${keyId}`)) as DurableObjectStub<SluiceLimiter>;
 }
 
-function logged(spy: ReturnType<typeof vi.spyOn>, event: string) {
+function logged(spy: { mock: { calls: unknown[][] } }, event: string) {
   return spy.mock.calls
     .map((c) => String(c[0]))
     .filter((l) => l.includes(`"event":"${event}"`))
