@@ -1,8 +1,8 @@
 import { Hono } from "hono";
 import { requestId } from "hono/request-id";
+import { handleAdmin, isAdminPath } from "./admin.ts";
 import { ConfigError, loadConfig, type SluiceConfig } from "./config.ts";
-import { SluiceError } from "./errors.ts";
-import { logEvent } from "./log.ts";
+import { renderError } from "./errors.ts";
 import { type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
 import { forward, validateOriginUrl } from "./proxy.ts";
 
@@ -26,15 +26,7 @@ type AppEnv = { Bindings: SluiceEnv & Record<string, unknown>; Variables: Sluice
 export function createApp(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
-  app.onError((err, c) => {
-    if (err instanceof SluiceError) {
-      if (err instanceof ConfigError) logEvent("sluice.invalid_config", { issues: err.issues });
-      else if (err.status >= 500) logEvent(`sluice.${err.code}`, { requestId: c.get("requestId"), error: err.message });
-      return c.json(err.body(), err.status);
-    }
-    logEvent("sluice.internal_error", { requestId: c.get("requestId"), error: String(err) });
-    return c.json({ error: "internal_error" }, 500);
-  });
+  app.onError(renderError);
 
   // Configuration first, so a bad one fails every request with its issues, not a later crash.
   app.use(async function checkConfig(c, next) {
@@ -55,6 +47,13 @@ export function createApp(): Hono<AppEnv> {
       res.headers.set(config.requestIdHeader, id);
       c.res = res;
     }
+  });
+
+  // The admin API answers before any rate limit and is never proxied, however its path is spelled.
+  app.use(async function adminGate(c, next) {
+    const config = loadConfig(c.env.SLUICE_CONFIG);
+    if (!isAdminPath(new URL(c.req.url).pathname, config.adminPath)) return next();
+    c.res = await handleAdmin(c.req.raw, c.env, c.executionCtx, config);
   });
 
   app.use(sluice());

@@ -185,6 +185,9 @@ export class ConfigError extends SluiceError {
   override body(): Record<string, unknown> {
     return { error: "invalid_config", issues: this.issues };
   }
+  override logFields(): Record<string, unknown> {
+    return { issues: this.issues };
+  }
 }
 
 function formatPath(path: readonly PropertyKey[]): string {

@@ -1,3 +1,6 @@
+import type { Context } from "hono";
+import { logEvent } from "./log.ts";
+
 /**
  * The one error type of Sluice: an HTTP status and a machine-readable code, rendered as JSON by the
  * app's single onError.
@@ -25,7 +28,19 @@ export class SluiceError extends Error {
     return { error: this.code, ...this.extra };
   }
 
-  toResponse(headers?: HeadersInit): Response {
-    return Response.json(this.body(), { status: this.status, headers });
+  /** Extra fields for the log line of a 5xx. */
+  logFields(): Record<string, unknown> {
+    return {};
   }
+}
+
+/** The one onError of Sluice's apps: a SluiceError as its JSON body, anything else as a 500. */
+export function renderError(err: Error, c: Context): Response {
+  const requestId = c.get("requestId") as string | undefined;
+  if (err instanceof SluiceError) {
+    if (err.status >= 500) logEvent(`sluice.${err.code}`, { requestId, error: err.message, ...err.logFields() });
+    return c.json(err.body(), err.status);
+  }
+  logEvent("sluice.internal_error", { requestId, error: String(err) });
+  return c.json({ error: "internal_error" }, 500);
 }

@@ -67,7 +67,8 @@ export interface BucketPlan {
   items: CheckItem[];
 }
 
-function itemOf(p: Policy): CheckItem {
+/** What the Durable Object is asked for one policy. */
+export function itemOf(p: Policy): CheckItem {
   if (p.kind === "concurrency") {
     return {
       policy: p.name,

@@ -1,0 +1,220 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "./config.ts";
+import type { Override, SluiceLimiter } from "./durable-objects/limiter.ts";
+import { renderError, SluiceError } from "./errors.ts";
+import { ceilSeconds } from "./headers.ts";
+import { keyIdOf } from "./identity.ts";
+import { logEvent } from "./log.ts";
+import { itemOf, perKeyName } from "./policies.ts";
+
+type AdminEnv = {
+  Bindings: { SLUICE_LIMITER: DurableObjectNamespace<SluiceLimiter>; SLUICE_ADMIN_TOKEN?: string };
+};
+
+/**
+ * True when a request's path falls under adminPath however it is spelled: percent-escapes
+ * (including %2F) decoded and runs of slashes collapsed. Such requests are never proxied nor
+ * counted; only the canonical spelling reaches a handler, any other gets 401 or 404.
+ */
+export function isAdminPath(pathname: string, adminPath: string): boolean {
+  let p = pathname;
+  for (let i = 0; i < 3; i++) {
+    try {
+      const next = decodeURIComponent(p);
+      if (next === p) break;
+      p = next;
+    } catch {
+      break;
+    }
+  }
+  p = p.replace(/[\\/]+/g, "/").toLowerCase();
+  const base = adminPath.toLowerCase();
+  return p === base || p.startsWith(`${base}/`);
+}
+
+const encoder = new TextEncoder();
+
+/** Compares the bearer token with the secret in constant time (both hashed to equal length). */
+async function tokenMatches(header: string | undefined, secret: string): Promise<boolean> {
+  const m = header ? /^Bearer[ \t]+(\S+)\s*$/i.exec(header) : null;
+  const given = m ? (m[1] as string) : "";
+  const [a, b] = await Promise.all([
+    crypto.subtle.digest("SHA-256", encoder.encode(given)),
+    crypto.subtle.digest("SHA-256", encoder.encode(secret)),
+  ]);
+  return crypto.subtle.timingSafeEqual(a, b) && given.length > 0;
+}
+
+const KEY_ID_RE = /^[0-9a-f]{16}$/;
+
+function badRequest(issues: string[]): SluiceError {
+  return new SluiceError(400, "invalid_request", issues.join("; "), { issues });
+}
+
+/** The keyId a request names, by `key` (raw, hashed here) or `keyId`. */
+async function keyIdFrom(key: unknown, keyId: unknown): Promise<string> {
+  if (typeof key === "string" && key.length > 0) return keyIdOf(key);
+  if (typeof keyId === "string" && KEY_ID_RE.test(keyId)) return keyId;
+  if (keyId !== undefined) throw badRequest(["keyId: expected 16 lower-case hex digits"]);
+  throw badRequest(["key: required (or keyId)"]);
+}
+
+function keyPolicies(config: SluiceConfig): (RatePolicy | ConcurrencyPolicy)[] {
+  return config.policies.filter((p) => p.scope.length === 1 && p.scope[0] === "key");
+}
+
+const overrideBody = z
+  .object({
+    key: z.string().min(1).optional(),
+    keyId: z.string().optional(),
+    policy: z.string().min(1),
+    limit: z.number().int().positive().max(1_000_000_000).optional(),
+    window: z.union([z.string(), z.number()]).optional(),
+    concurrency: z.number().int().positive().max(1_000_000_000).optional(),
+  })
+  .strict();
+
+const deleteBody = z.object({
+  key: z.string().min(1).optional(),
+  keyId: z.string().optional(),
+  policy: z.string().min(1),
+});
+
+async function jsonBody(req: Request): Promise<unknown> {
+  try {
+    return await req.json();
+  } catch {
+    throw badRequest(["body: expected a JSON object"]);
+  }
+}
+
+function zodIssues(error: z.ZodError): string[] {
+  return error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`);
+}
+
+/**
+ * The admin API of SPEC 7, mounted at `config.adminPath`. Enabled only when the secret
+ * SLUICE_ADMIN_TOKEN is set; every route but /health needs `Authorization: Bearer <token>`.
+ */
+export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
+  const app = new Hono<AdminEnv>().basePath(config.adminPath);
+  const policies = keyPolicies(config);
+  const stubFor = (env: AdminEnv["Bindings"], keyId: string) =>
+    env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(perKeyName(keyId)));
+
+  app.get("/health", (c) => c.json({ ok: true }));
+
+  app.get("/keys/usage", async (c) => {
+    const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
+    const stub = stubFor(c.env, keyId);
+    const [outcomes, usage, overrides] = await Promise.all([
+      stub.peek(policies.map(itemOf)),
+      stub.usageTotals(),
+      stub.getOverrides(),
+    ]);
+    return c.json({
+      keyId,
+      policies: outcomes.map((o) => ({
+        policy: o.policy,
+        kind: o.kind,
+        limit: o.limit,
+        ...(o.kind === "rate" ? { window: o.windowMs / 1000 } : {}),
+        remaining: o.remaining,
+        reset: o.kind === "rate" && o.remaining < o.limit ? ceilSeconds(o.resetMs) : 0,
+        override: overrides[o.policy] !== undefined,
+      })),
+      usage,
+    });
+  });
+
+  app.put("/keys/overrides", async (c) => {
+    const parsed = overrideBody.safeParse(await jsonBody(c.req.raw));
+    if (!parsed.success) throw badRequest(zodIssues(parsed.error));
+    const b = parsed.data;
+    const keyId = await keyIdFrom(b.key, b.keyId);
+    const policy = policies.find((p) => p.name === b.policy);
+    const issues: string[] = [];
+    if (!policy) {
+      issues.push(`policy: no policy "${b.policy}" scoped to the key in SLUICE_CONFIG`);
+      throw badRequest(issues);
+    }
+    const override: Override = {};
+    if (policy.kind === "rate") {
+      if (b.concurrency !== undefined) issues.push("concurrency: not a concurrency policy");
+      if (b.limit !== undefined) override.limit = b.limit;
+      if (b.window !== undefined) {
+        const ms = parseDuration(b.window);
+        if (ms === undefined) issues.push('window: expected a duration such as "10s", "1m", "1h" or seconds');
+        else override.windowMs = ms;
+      }
+      if (b.limit === undefined && b.window === undefined) issues.push("limit: required (or window)");
+    } else {
+      if (b.limit !== undefined || b.window !== undefined) issues.push("limit: a concurrency policy takes concurrency");
+      if (b.concurrency === undefined) issues.push("concurrency: required");
+      else override.limit = b.concurrency;
+    }
+    if (issues.length > 0) throw badRequest(issues);
+    await stubFor(c.env, keyId).setOverride(policy.name, override);
+    logEvent("sluice.override_set", { keyId, policy: policy.name, ...override });
+    return c.json({
+      keyId,
+      policy: policy.name,
+      ...(policy.kind === "rate"
+        ? { limit: override.limit ?? policy.limit, window: (override.windowMs ?? policy.windowMs) / 1000 }
+        : { concurrency: override.limit }),
+    });
+  });
+
+  app.delete("/keys/overrides", async (c) => {
+    const parsed = deleteBody.safeParse(await jsonBody(c.req.raw));
+    if (!parsed.success) throw badRequest(zodIssues(parsed.error));
+    const keyId = await keyIdFrom(parsed.data.key, parsed.data.keyId);
+    const removed = await stubFor(c.env, keyId).deleteOverride(parsed.data.policy);
+    logEvent("sluice.override_deleted", { keyId, policy: parsed.data.policy, removed });
+    return c.json({ keyId, policy: parsed.data.policy, removed });
+  });
+
+  app.delete("/keys/counters", async (c) => {
+    const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
+    await stubFor(c.env, keyId).resetCounters();
+    logEvent("sluice.counters_reset", { keyId });
+    return c.json({ keyId, reset: true });
+  });
+
+  app.notFound((c) => c.json({ error: "not_found" }, 404));
+  app.onError(renderError);
+  return app;
+}
+
+const adminApps = new WeakMap<SluiceConfig, Hono<AdminEnv>>();
+
+/**
+ * Answers a request whose path is under adminPath (see isAdminPath): 404 when the admin API is
+ * off; /health to anyone; everything else only with the token, checked before routing so that
+ * no spelling of a path tells a caller without it anything beyond 401.
+ */
+export async function handleAdmin(
+  req: Request,
+  env: AdminEnv["Bindings"],
+  ctx: Parameters<Hono["fetch"]>[2],
+  config: SluiceConfig,
+): Promise<Response> {
+  const secret = env.SLUICE_ADMIN_TOKEN;
+  if (!secret) return Response.json({ error: "not_found" }, { status: 404 });
+  const path = new URL(req.url).pathname;
+  const health = req.method === "GET" && path === `${config.adminPath}/health`;
+  if (!health && !(await tokenMatches(req.headers.get("authorization") ?? undefined, secret))) {
+    logEvent("sluice.admin_unauthorized", { method: req.method, path });
+    return Response.json(
+      { error: "unauthorized" },
+      { status: 401, headers: { "WWW-Authenticate": 'Bearer realm="sluice-admin"' } },
+    );
+  }
+  let app = adminApps.get(config);
+  if (!app) {
+    app = createAdminApp(config);
+    adminApps.set(config, app);
+  }
+  return app.fetch(req, env, ctx);
+}
