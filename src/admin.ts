@@ -1,5 +1,6 @@
 import { Hono } from "hono";
 import { z } from "zod";
+import { blockedCache } from "./blocked-cache.ts";
 import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "./config.ts";
 import type { Override, SluiceLimiter } from "./durable-objects/limiter.ts";
 import { renderError, SluiceError } from "./errors.ts";
@@ -108,6 +109,9 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   app.get("/keys/usage", async (c) => {
     const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
     const stub = stubFor(c.env, keyId);
+    // Rejections this isolate answered from its cache and has not reported yet count too.
+    const unreported = blockedCache.takeUnreported(perKeyName(keyId));
+    if (unreported > 0) await stub.countRejected(unreported);
     const [outcomes, usage, overrides] = await Promise.all([
       stub.peek(policies.map(itemOf)),
       stub.usageTotals(),
@@ -156,6 +160,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     }
     if (issues.length > 0) throw badRequest(issues);
     await stubFor(c.env, keyId).setOverride(policy.name, override);
+    blockedCache.clear();
     logEvent("sluice.override_set", { keyId, policy: policy.name, ...override });
     return c.json({
       keyId,
@@ -171,6 +176,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     if (!parsed.success) throw badRequest(zodIssues(parsed.error));
     const keyId = await keyIdFrom(parsed.data.key, parsed.data.keyId);
     const removed = await stubFor(c.env, keyId).deleteOverride(parsed.data.policy);
+    blockedCache.clear();
     logEvent("sluice.override_deleted", { keyId, policy: parsed.data.policy, removed });
     return c.json({ keyId, policy: parsed.data.policy, removed });
   });
@@ -178,6 +184,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   app.delete("/keys/counters", async (c) => {
     const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
     await stubFor(c.env, keyId).resetCounters();
+    blockedCache.clear();
     logEvent("sluice.counters_reset", { keyId });
     return c.json({ keyId, reset: true });
   });

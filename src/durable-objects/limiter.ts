@@ -178,9 +178,17 @@ export class SluiceLimiter extends DurableObject {
    * @param leaseId names the concurrency slots taken, for release()
    * @param leaseMs how long a slot is held if release() never comes
    * @param recordUsage count this request in the per-key usage figures
+   * @param rejectedElsewhere rejections the worker answered from its cache since it last called
    */
-  async check(items: CheckItem[], leaseId = "", leaseMs = 60_000, recordUsage = false): Promise<CheckResult> {
+  async check(
+    items: CheckItem[],
+    leaseId = "",
+    leaseMs = 60_000,
+    recordUsage = false,
+    rejectedElsewhere = 0,
+  ): Promise<CheckResult> {
     const now = this.now();
+    if (recordUsage && rejectedElsewhere > 0) this.addRejected(now, rejectedElsewhere);
     const outcomes: Outcome[] = [];
     let allowed = true;
     for (const item of items) {
@@ -336,6 +344,20 @@ export class SluiceLimiter extends DurableObject {
       return { passed, rejected };
     };
     return { "24h": sum(24), "7d": sum(24 * 7), "30d": sum(24 * 30) };
+  }
+
+  /** Adds rejections the worker answered from its cache to the usage figures. */
+  async countRejected(n: number): Promise<void> {
+    this.addRejected(this.now(), n);
+    this.scheduleFlush();
+  }
+
+  private addRejected(now: number, n: number): void {
+    const hour = Math.floor(now / HOUR_MS);
+    const u = this.usage.get(hour) ?? [0, 0];
+    u[1] += n;
+    this.usage.set(hour, u);
+    this.dirtyHours.add(hour);
   }
 
   private count(now: number, passed: boolean): void {

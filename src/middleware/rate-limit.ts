@@ -1,4 +1,6 @@
 import type { Context, MiddlewareHandler } from "hono";
+import { BlockedCache, blockedCache } from "../blocked-cache.ts";
+import { clock } from "../clock.ts";
 import { loadConfig, parseConfig, type SluiceConfig, type SluiceConfigInput } from "../config.ts";
 import type { CheckResult, Outcome, SluiceLimiter } from "../durable-objects/limiter.ts";
 import { SluiceError } from "../errors.ts";
@@ -37,6 +39,7 @@ type Stub = DurableObjectStub<SluiceLimiter>;
 interface Asked {
   plan: BucketPlan;
   stub: Stub;
+  cacheKey: string;
   result?: CheckResult;
   error?: unknown;
 }
@@ -53,6 +56,23 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, limit]).finally(() => {
     if (timer !== undefined) clearTimeout(timer);
   });
+}
+
+function reject(
+  c: Context,
+  outcomes: Outcome[],
+  now: number,
+  config: SluiceConfig,
+  logFields: Record<string, unknown>,
+  requestId: string,
+): void {
+  const rejectedBy = outcomes
+    .filter((o) => !o.allowed && o.mode === "enforce")
+    .reduce((a, b) => (b.retryAfterMs > a.retryAfterMs ? b : a));
+  logEvent("sluice.rejected", { ...logFields, policy: rejectedBy.policy, retryAfterMs: rejectedBy.retryAfterMs });
+  const extra = new Headers();
+  if (requestId) extra.set(config.requestIdHeader, requestId);
+  c.res = tooManyRequests(rejectedBy, outcomes, now, config, extra);
 }
 
 function waitUntil(c: Context, p: Promise<unknown>): void {
@@ -94,21 +114,39 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
     const hasLease = plans.some((p) => p.items.some((i) => i.kind === "concurrency"));
     const leaseId = hasLease ? crypto.randomUUID() : "";
     const leaseMs = config.originTimeoutMs + LEASE_GRACE_MS;
-    const asked: Asked[] = plans.map((plan) => ({ plan, stub: ns.get(ns.idFromName(plan.name)) }));
+    const asked: Asked[] = plans.map((plan) => ({
+      plan,
+      stub: ns.get(ns.idFromName(plan.name)),
+      cacheKey: BlockedCache.keyOf(plan.name, plan.items),
+    }));
+    const logFields = { keyId: identity.keyId, requestId, method: req.method, path: url.pathname };
+
+    // A request an object is known to reject is answered here, without a Durable Object call.
+    const now0 = clock.now();
+    for (const a of asked) {
+      const cached = blockedCache.hit(a.cacheKey, now0);
+      if (!cached) continue;
+      const unreported = a.plan.perKey ? blockedCache.noteRejected(a.plan.name, now0) : 0;
+      if (unreported > 0) waitUntil(c, a.stub.countRejected(unreported));
+      c.get("sluice").outcomes = cached;
+      return reject(c, cached, now0, config, logFields, requestId);
+    }
+
     await Promise.all(
       asked.map(async (a) => {
+        const unreported = a.plan.perKey ? blockedCache.takeUnreported(a.plan.name) : 0;
         try {
           a.result = await withTimeout(
-            a.stub.check(a.plan.items, leaseId, leaseMs, a.plan.perKey),
+            a.stub.check(a.plan.items, leaseId, leaseMs, a.plan.perKey, unreported),
             config.storeTimeoutMs,
           );
+          blockedCache.record(a.cacheKey, a.result);
         } catch (e) {
           a.error = e;
         }
       }),
     );
 
-    const logFields = { keyId: identity.keyId, requestId, method: req.method, path: url.pathname };
     const failed = asked.filter((a) => a.error !== undefined);
     const allowed = failed.length === 0 && asked.every((a) => a.result?.allowed);
     if (!allowed) {
@@ -139,16 +177,7 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
     for (const o of outcomes) {
       if (o.mode === "shadow" && !o.allowed) logEvent("sluice.shadow_violation", { ...logFields, policy: o.policy });
     }
-    if (!allowed) {
-      const rejectedBy = outcomes
-        .filter((o) => !o.allowed && o.mode === "enforce")
-        .reduce((a, b) => (b.retryAfterMs > a.retryAfterMs ? b : a));
-      logEvent("sluice.rejected", { ...logFields, policy: rejectedBy.policy, retryAfterMs: rejectedBy.retryAfterMs });
-      const extra = new Headers();
-      if (requestId) extra.set(config.requestIdHeader, requestId);
-      c.res = tooManyRequests(rejectedBy, outcomes, now, config, extra);
-      return;
-    }
+    if (!allowed) return reject(c, outcomes, now, config, logFields, requestId);
 
     const holders = hasLease ? asked.filter((a) => a.result?.receipt?.leaseId) : [];
     let released = false;
