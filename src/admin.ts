@@ -1,5 +1,5 @@
 import { Hono } from "hono";
-import { z } from "zod";
+import * as z from "zod/mini";
 import { blockedCache } from "./blocked-cache.ts";
 import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "./config.ts";
 import type { Override, SluiceLimiter } from "./durable-objects/limiter.ts";
@@ -65,22 +65,19 @@ function keyPolicies(config: SluiceConfig): (RatePolicy | ConcurrencyPolicy)[] {
   return config.policies.filter((p) => p.scope.length === 1 && p.scope[0] === "key");
 }
 
-const overrideBody = z
-  .object({
-    key: z.string().min(1).optional(),
-    keyId: z.string().optional(),
-    policy: z.string().min(1),
-    limit: z.number().int().positive().max(1_000_000_000).optional(),
-    window: z.union([z.string(), z.number()]).optional(),
-    concurrency: z.number().int().positive().max(1_000_000_000).optional(),
-  })
-  .strict();
-
-const deleteBody = z.object({
-  key: z.string().min(1).optional(),
-  keyId: z.string().optional(),
-  policy: z.string().min(1),
+const positiveInt = z.int().check(z.positive(), z.maximum(1_000_000_000));
+const keyFields = {
+  key: z.optional(z.string().check(z.minLength(1))),
+  keyId: z.optional(z.string()),
+  policy: z.string().check(z.minLength(1)),
+};
+const overrideBody = z.strictObject({
+  ...keyFields,
+  limit: z.optional(positiveInt),
+  window: z.optional(z.union([z.string(), z.number()])),
+  concurrency: z.optional(positiveInt),
 });
+const deleteBody = z.strictObject(keyFields);
 
 async function jsonBody(req: Request): Promise<unknown> {
   try {
@@ -90,7 +87,7 @@ async function jsonBody(req: Request): Promise<unknown> {
   }
 }
 
-function zodIssues(error: z.ZodError): string[] {
+function zodIssues(error: z.core.$ZodError): string[] {
   return error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`);
 }
 

@@ -1,5 +1,9 @@
-import { z } from "zod";
+import * as z from "zod/mini";
+import en from "zod/v4/locales/en.js";
 import { SluiceError } from "./errors.ts";
+
+// zod/mini with the English messages only: the full zod bundle would add ~430 KB to the worker.
+z.config(en());
 
 /** A duration as written in configuration: "500ms", "10s", "1m", "1h", "1d", or seconds as a number. */
 export type Duration = `${number}${"ms" | "s" | "m" | "h" | "d"}` | number;
@@ -23,98 +27,99 @@ export function parseDuration(value: unknown): number | undefined {
 export const MAX_WINDOW_MS = 31 * UNIT_MS.d;
 
 const durationField = z.custom<Duration>((v) => parseDuration(v) !== undefined, {
-  message: 'expected a duration such as "500ms", "10s", "1m", "1h", "1d" or a number of seconds',
+  error: 'expected a duration such as "500ms", "10s", "1m", "1h", "1d" or a number of seconds',
 });
 
 const POLICY_NAME_RE = /^[A-Za-z0-9._-]+$/;
 const HEADER_NAME_RE = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const QUERY_NAME_RE = /^[^\s&=#]+$/;
 
-const identitySource = z.string().refine(
-  (s) => {
-    if (s === "bearer" || s === "ip") return true;
-    if (s.startsWith("header:")) return HEADER_NAME_RE.test(s.slice(7));
-    if (s.startsWith("query:")) return QUERY_NAME_RE.test(s.slice(6));
-    return false;
-  },
-  { message: 'expected "header:<name>", "bearer", "query:<name>" or "ip"' },
+const identitySource = z.string().check(
+  z.refine(
+    (s: string) => {
+      if (s === "bearer" || s === "ip") return true;
+      if (s.startsWith("header:")) return HEADER_NAME_RE.test(s.slice(7));
+      if (s.startsWith("query:")) return QUERY_NAME_RE.test(s.slice(6));
+      return false;
+    },
+    { error: 'expected "header:<name>", "bearer", "query:<name>" or "ip"' },
+  ),
 );
 
 const scopePart = z
   .string()
-  .refine(
-    (s) => s === "key" || s === "ip" || s === "global" || (s.startsWith("header:") && HEADER_NAME_RE.test(s.slice(7))),
-    { message: 'expected "key", "ip", "header:<name>" or "global"' },
+  .check(
+    z.refine(
+      (s: string) =>
+        s === "key" || s === "ip" || s === "global" || (s.startsWith("header:") && HEADER_NAME_RE.test(s.slice(7))),
+      { error: 'expected "key", "ip", "header:<name>" or "global"' },
+    ),
   );
 
-const positiveInt = z.number().int().positive().max(1_000_000_000);
+const positiveInt = z.int().check(z.positive(), z.maximum(1_000_000_000));
 
 const policySchema = z
-  .object({
-    name: z.string().regex(POLICY_NAME_RE, "expected [A-Za-z0-9._-]+"),
-    limit: positiveInt.optional(),
-    window: durationField.optional(),
-    algorithm: z.enum(["sliding-window", "fixed-window", "token-bucket"]).default("sliding-window"),
-    concurrency: positiveInt.optional(),
-    scope: z.array(scopePart).min(1).default(["key"]),
-    match: z
-      .object({
-        methods: z
-          .array(z.string().regex(/^[A-Za-z]+$/, "expected an HTTP method name"))
-          .min(1)
-          .optional(),
-        paths: z.array(z.string().startsWith("/", "expected a path pattern starting with /")).min(1).optional(),
-      })
-      .strict()
-      .default({}),
-    cost: positiveInt.default(1),
-    mode: z.enum(["enforce", "shadow"]).default("enforce"),
+  .strictObject({
+    name: z.string().check(z.regex(POLICY_NAME_RE, "expected [A-Za-z0-9._-]+")),
+    limit: z.optional(positiveInt),
+    window: z.optional(durationField),
+    algorithm: z._default(z.enum(["sliding-window", "fixed-window", "token-bucket"]), "sliding-window"),
+    concurrency: z.optional(positiveInt),
+    scope: z._default(z.array(scopePart).check(z.minLength(1)), ["key"]),
+    match: z._default(
+      z.strictObject({
+        methods: z.optional(
+          z.array(z.string().check(z.regex(/^[A-Za-z]+$/, "expected an HTTP method name"))).check(z.minLength(1)),
+        ),
+        paths: z.optional(
+          z.array(z.string().check(z.startsWith("/", "expected a path pattern starting with /"))).check(z.minLength(1)),
+        ),
+      }),
+      {},
+    ),
+    cost: z._default(positiveInt, 1),
+    mode: z._default(z.enum(["enforce", "shadow"]), "enforce"),
   })
-  .strict()
-  .superRefine((p, ctx) => {
-    const isRate = p.limit !== undefined || p.window !== undefined;
-    if (isRate && p.concurrency !== undefined) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["concurrency"],
-        message: "a policy is either a rate policy (limit + window) or a concurrency policy, not both",
-      });
-    } else if (!isRate && p.concurrency === undefined) {
-      ctx.addIssue({ code: "custom", path: ["limit"], message: "expected limit and window, or concurrency" });
-    } else if (isRate) {
-      if (p.limit === undefined) ctx.addIssue({ code: "custom", path: ["limit"], message: "required with window" });
-      if (p.window === undefined) ctx.addIssue({ code: "custom", path: ["window"], message: "required with limit" });
-      const ms = parseDuration(p.window);
-      if (ms !== undefined && ms > MAX_WINDOW_MS)
-        ctx.addIssue({ code: "custom", path: ["window"], message: "at most 31 days" });
-    }
-    if (new Set(p.scope).size !== p.scope.length)
-      ctx.addIssue({ code: "custom", path: ["scope"], message: "lists a scope twice" });
-  });
+  .check(
+    z.superRefine((p, ctx) => {
+      const isRate = p.limit !== undefined || p.window !== undefined;
+      const issue = (path: string, message: string) =>
+        ctx.addIssue({ code: "custom", path: [path], message, input: p });
+      if (isRate && p.concurrency !== undefined) {
+        issue("concurrency", "a policy is either a rate policy (limit + window) or a concurrency policy, not both");
+      } else if (!isRate && p.concurrency === undefined) {
+        issue("limit", "expected limit and window, or concurrency");
+      } else if (isRate) {
+        if (p.limit === undefined) issue("limit", "required with window");
+        if (p.window === undefined) issue("window", "required with limit");
+        const ms = parseDuration(p.window);
+        if (ms !== undefined && ms > MAX_WINDOW_MS) issue("window", "at most 31 days");
+      }
+      if (new Set(p.scope).size !== p.scope.length) issue("scope", "lists a scope twice");
+    }),
+  );
 
-const configSchema = z
-  .object({
-    identity: z.array(identitySource).min(1).default(["header:x-api-key", "bearer", "ip"]),
-    policies: z.array(policySchema).min(1),
-    headers: z
-      .object({
-        legacy: z.boolean().default(true),
-        reset: z.enum(["delta", "unix"]).default("delta"),
-        ietf: z.boolean().default(false),
-      })
-      .strict()
-      .default({ legacy: true, reset: "delta", ietf: false }),
-    errorCode: z.string().min(1).max(200).default("rate_limit_exceeded"),
-    requestIdHeader: z.string().regex(HEADER_NAME_RE, "expected a header name").default("X-Request-Id"),
-    onStoreError: z.enum(["open", "closed"]).default("open"),
-    storeTimeoutMs: z.number().int().min(1).max(60_000).default(1000),
-    originTimeoutMs: z.number().int().min(1).max(600_000).default(30_000),
-    adminPath: z
-      .string()
-      .regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, "expected a path such as /__sluice")
-      .default("/__sluice"),
-  })
-  .strict();
+const configSchema = z.strictObject({
+  identity: z._default(z.array(identitySource).check(z.minLength(1)), ["header:x-api-key", "bearer", "ip"]),
+  policies: z.array(policySchema).check(z.minLength(1)),
+  headers: z._default(
+    z.strictObject({
+      legacy: z._default(z.boolean(), true),
+      reset: z._default(z.enum(["delta", "unix"]), "delta"),
+      ietf: z._default(z.boolean(), false),
+    }),
+    { legacy: true, reset: "delta", ietf: false },
+  ),
+  errorCode: z._default(z.string().check(z.minLength(1), z.maxLength(200)), "rate_limit_exceeded"),
+  requestIdHeader: z._default(z.string().check(z.regex(HEADER_NAME_RE, "expected a header name")), "X-Request-Id"),
+  onStoreError: z._default(z.enum(["open", "closed"]), "open"),
+  storeTimeoutMs: z._default(z.int().check(z.minimum(1), z.maximum(60_000)), 1000),
+  originTimeoutMs: z._default(z.int().check(z.minimum(1), z.maximum(600_000)), 30_000),
+  adminPath: z._default(
+    z.string().check(z.regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, "expected a path such as /__sluice")),
+    "/__sluice",
+  ),
+});
 
 /** Duplicate names, found on the raw input so they are reported beside every other issue. */
 function duplicateNames(input: unknown): string[] {
