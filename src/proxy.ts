@@ -60,6 +60,14 @@ export interface ForwardOptions {
  * response headers do not come within `timeoutMs`.
  */
 export async function forward(req: Request, url: URL, o: ForwardOptions): Promise<Response> {
+  if (!o.originUrl) {
+    // Forwarding to the request's own URL: an absolute-form request line naming another host than
+    // the Host header must not turn Sluice into an open proxy.
+    const host = req.headers.get("host");
+    if (host && host.toLowerCase() !== url.host.toLowerCase()) {
+      throw new SluiceError(400, "invalid_host", "request URL and Host header name different hosts");
+    }
+  }
   const target = originTarget(url, o.originUrl);
   const headers = new Headers(req.headers);
   // Headers the client named in Connection are hop-by-hop too (RFC 9110 7.6.1).

@@ -202,3 +202,17 @@ describe("proxy to the origin", () => {
     expect(seen?.url).toBe("/own/url?q=1");
   });
 });
+
+describe("ORIGIN_URL unset: no open proxy", () => {
+  it("a request URL naming another host than its Host header is refused with 400", async () => {
+    const testId = unique("t");
+    const res = await send(`${ORIGIN}/x`, {
+      headers: { "x-test-id": testId, host: "api.example.test" },
+      config: open,
+      bindings: { ORIGIN_URL: undefined },
+    });
+    expect(res.status).toBe(400);
+    expect(await res.json()).toEqual({ error: "invalid_host" });
+    expect(await originLog(testId)).toEqual([]);
+  });
+});
