@@ -36,7 +36,15 @@ describe("the in-isolate blocked-until cache", () => {
       expect(res.status).toBe(429);
       // The object, asked directly, would also refuse: nothing freed before Retry-After.
       const [o] = await stub.peek([
-        { policy: "p", kind: "rate", algorithm: "sliding-window", limit: 2, windowMs: 10_000, cost: 1, mode: "enforce" },
+        {
+          policy: "p",
+          kind: "rate",
+          algorithm: "sliding-window",
+          limit: 2,
+          windowMs: 10_000,
+          cost: 1,
+          mode: "enforce",
+        },
       ]);
       expect(o?.remaining).toBe(0);
       expect(Number(res.headers.get("Retry-After"))).toBe(Math.ceil((10_000 - 5 * (i + 1)) / 1000));
