@@ -50,9 +50,9 @@ export function writeLegacyHeaders(h: Headers, o: Outcome, now: number, reset: "
   h.set("X-RateLimit-Policy", o.policy);
 }
 
-function sfSeconds(ms: number): string {
-  // Structured-field integers where the window is whole seconds, decimals (3 places) otherwise.
-  return ms % 1000 === 0 ? String(ms / 1000) : (ms / 1000).toFixed(3).replace(/0+$/, "");
+/** `;w=<seconds>`; the draft's w is an Integer, so a window of a fraction of a second has none. */
+function windowParam(ms: number): string {
+  return ms % 1000 === 0 ? `;w=${ms / 1000}` : "";
 }
 
 /**
@@ -62,7 +62,7 @@ function sfSeconds(ms: number): string {
 export function writeIetfHeaders(h: Headers, outcomes: readonly Outcome[], chosen: Outcome): void {
   const policies = outcomes
     .filter((o) => o.kind === "rate")
-    .map((o) => `"${o.policy}";q=${o.limit};w=${sfSeconds(o.windowMs)}`);
+    .map((o) => `"${o.policy}";q=${o.limit}${windowParam(o.windowMs)}`);
   if (chosen.kind === "concurrency") policies.push(`"${chosen.policy}";q=${chosen.limit}`);
   if (policies.length > 0) h.set("RateLimit-Policy", policies.join(", "));
   const t = chosen.allowed ? Math.ceil(chosen.resetMs / 1000) : retryAfterSeconds(chosen);

@@ -10,6 +10,8 @@ export interface TokenState {
   level: number;
   /** ms since the epoch of `level`; 0 for a bucket never used (full). */
   at: number;
+  /** The window `level` is counted in (units are 1/w of a token); 0 before first use. */
+  w?: number;
 }
 
 export function tokenInit(): TokenState {
@@ -18,6 +20,9 @@ export function tokenInit(): TokenState {
 
 function refill(s: TokenState, now: number, p: RateParams): number {
   const cap = p.limit * p.windowMs;
+  // A window changed by an override or a new configuration: keep the tokens, change the unit.
+  if (s.level >= 0 && s.w !== undefined && s.w !== p.windowMs) s.level = Math.floor((s.level * p.windowMs) / s.w);
+  s.w = p.windowMs;
   if (s.level < 0) s.level = cap;
   else if (now > s.at) s.level = Math.min(cap, s.level + (now - s.at) * p.limit);
   else s.level = Math.min(cap, s.level);

@@ -126,8 +126,10 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
     for (const a of asked) {
       const cached = blockedCache.hit(a.cacheKey, now0);
       if (!cached) continue;
-      const unreported = a.plan.perKey ? blockedCache.noteRejected(a.plan.name, now0) : 0;
-      if (unreported > 0) waitUntil(c, a.stub.countRejected(unreported));
+      // The key's usage figures count this rejection whichever object's cache answered it.
+      const own = asked.find((x) => x.plan.perKey);
+      const unreported = own ? blockedCache.noteRejected(own.plan.name, now0) : 0;
+      if (own && unreported > 0) waitUntil(c, own.stub.countRejected(unreported));
       c.get("sluice").outcomes = cached;
       return reject(c, cached, now0, config, logFields, requestId);
     }

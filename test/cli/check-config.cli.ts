@@ -1,6 +1,7 @@
 // `npm run check-config` as a user runs it (node's test runner; not part of the workerd suite).
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
 import { test } from "node:test";
 
 function run(...args: string[]) {
@@ -37,4 +38,22 @@ test("a missing file is a clear error", () => {
   const r = run("no/such/wrangler.toml");
   assert.equal(r.status, 1);
   assert.match(r.stderr, /no\/such\/wrangler.toml/);
+});
+
+test("every docs/examples/*.toml passes check-config, with the policies its provider's page describes", () => {
+  const expected: Record<string, string> = {
+    "apviso.toml": "standard",
+    "facturapi.toml": "detail-reads, list-reads, creation, writes, heavy-writes",
+    "lexoffice.toml": "per-second",
+    "smenso.toml": "per-token, per-workspace",
+    "visma.toml": "4-fixed-window, 6-fixed-window",
+  };
+  const files = readdirSync("docs/examples").filter((f) => f.endsWith(".toml"));
+  for (const name of Object.keys(expected)) assert.ok(files.includes(name), `docs/examples/${name} is missing`);
+  for (const file of files) {
+    const r = run(`docs/examples/${file}`);
+    assert.equal(r.status, 0, `${file}: ${r.stderr}`);
+    assert.match(r.stdout, /SLUICE_CONFIG is valid/);
+    if (expected[file]) assert.ok(r.stdout.includes(`(policies: ${expected[file]})`), r.stdout);
+  }
 });

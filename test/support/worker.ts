@@ -42,16 +42,38 @@ export interface SendOptions extends RequestInit {
   bindings?: Record<string, unknown>;
 }
 
-/** Sends a request through the standalone worker (src/index.ts) with the real Durable Objects. */
-export async function send(path: string, options: SendOptions = {}): Promise<Response> {
+async function dispatch(path: string, options: SendOptions) {
   const { config, bindings, ...init } = options;
   const request = new Request(path.startsWith("http") ? path : `${PUBLIC}${path}`, init);
   const e = { ...env, ...(config ? { SLUICE_CONFIG: config } : {}), ...bindings } as unknown as Cloudflare.Env;
   const ctx = createExecutionContext();
   const res = await worker.fetch(request as Parameters<typeof worker.fetch>[0], e, ctx);
+  return { res, ctx };
+}
+
+/** Sends a request through the standalone worker (src/index.ts) with the real Durable Objects. */
+export async function send(path: string, options: SendOptions = {}): Promise<Response> {
+  const { res, ctx } = await dispatch(path, options);
   // Background work (lease releases, refunds) is finished once the body has been read.
   void waitOnExecutionContext(ctx);
   return res;
+}
+
+/**
+ * Like send(), but reads the whole body and waits for the request's background work (ctx.waitUntil:
+ * refunds from objects that admitted a request another object refused, lease releases, usage
+ * reports) before it returns, so what a test asks the Durable Objects next sees them settled.
+ * The body comes back buffered, with the same status and headers.
+ */
+export async function sendSettled(path: string, options: SendOptions = {}): Promise<Response> {
+  const { res, ctx } = await dispatch(path, options);
+  const body = await res.arrayBuffer();
+  await waitOnExecutionContext(ctx);
+  return new Response(res.status === 204 || res.status === 304 ? null : body, {
+    status: res.status,
+    statusText: res.statusText,
+    headers: res.headers,
+  });
 }
 
 /** What the origin received for a test id (requests carrying `x-test-id: <id>`). */
