@@ -38,7 +38,7 @@ type Stub = DurableObjectStub<SluiceLimiter>;
 
 interface Asked {
   plan: BucketPlan;
-  stub: Stub;
+  readonly stub: Stub;
   cacheKey: string;
   result?: CheckResult;
   error?: unknown;
@@ -114,11 +114,18 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
     const hasLease = plans.some((p) => p.items.some((i) => i.kind === "concurrency"));
     const leaseId = hasLease ? crypto.randomUUID() : "";
     const leaseMs = config.originTimeoutMs + LEASE_GRACE_MS;
-    const asked: Asked[] = plans.map((plan) => ({
-      plan,
-      stub: ns.get(ns.idFromName(plan.name)),
-      cacheKey: BlockedCache.keyOf(plan.name, plan.items),
-    }));
+    const asked: Asked[] = plans.map((plan) => {
+      let stub: Stub | undefined;
+      return {
+        plan,
+        cacheKey: BlockedCache.keyOf(plan.name, plan.items),
+        // Made on first use: a request answered from the blocked cache needs none.
+        get stub() {
+          stub ??= ns.get(ns.idFromName(plan.name));
+          return stub;
+        },
+      };
+    });
     const logFields = { keyId: identity.keyId, requestId, method: req.method, path: url.pathname };
 
     // A request an object is known to reject is answered here, without a Durable Object call.
