@@ -3,7 +3,7 @@ import { requestId } from "hono/request-id";
 import { handleAdmin, isAdminPath } from "./admin.ts";
 import { ConfigError, loadConfig, type SluiceConfig } from "./config.ts";
 import { renderError } from "./errors.ts";
-import { type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
+import { mutableHeaders, type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
 import { forward, validateOriginUrl } from "./proxy.ts";
 
 /** Bindings the standalone worker reads. */
@@ -42,11 +42,7 @@ export function createApp(): Hono<AppEnv> {
     await requestId({ headerName: config.requestIdHeader })(c, next);
     // Echoed on every answer, the origin's included (hono's requestId only covers c.json/c.text).
     const id = c.get("requestId");
-    if (c.res.headers.get(config.requestIdHeader) !== id) {
-      const res = new Response(c.res.body, c.res);
-      res.headers.set(config.requestIdHeader, id);
-      c.res = res;
-    }
+    if (c.res.headers.get(config.requestIdHeader) !== id) mutableHeaders(c).set(config.requestIdHeader, id);
   });
 
   // The admin API answers before any rate limit and is never proxied, however its path is spelled.

@@ -1,8 +1,19 @@
 import { proxy } from "hono/proxy";
 import { SluiceError } from "./errors.ts";
 
-/** Headers a client could use to lie to the origin about itself or about Sluice. */
+/**
+ * Dropped before the origin: hop-by-hop headers (as hono/proxy drops them, since we hand it the
+ * headers ready-made), and headers a client could use to lie to the origin about itself or Sluice.
+ */
 const CLIENT_HEADERS_DROPPED = [
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
   "host",
   "forwarded",
   "x-forwarded-for",
@@ -85,12 +96,16 @@ export async function forward(req: Request, url: URL, o: ForwardOptions): Promis
 
   const timeout = new AbortController();
   const timer = setTimeout(() => timeout.abort(new OriginTimeout()), o.timeoutMs);
-  const signal = AbortSignal.any([timeout.signal, req.signal]);
+  // The client going away aborts the origin fetch too (a listener: AbortSignal.any costs more).
+  const signal = timeout.signal;
+  const clientGone = () => timeout.abort(req.signal.reason);
+  req.signal.addEventListener("abort", clientGone, { once: true });
   const service = o.originService;
   try {
     return await proxy(target, {
-      // Re-wrapped so hono/proxy drops hop-by-hop headers from the headers we built.
-      raw: new Request(req, { headers }),
+      method: req.method,
+      headers,
+      body: req.body,
       redirect: "manual",
       signal,
       customFetch: service ? (r: Request) => service.fetch(r) : undefined,
@@ -100,6 +115,7 @@ export async function forward(req: Request, url: URL, o: ForwardOptions): Promis
     throw new SluiceError(502, "origin_unreachable", `origin unreachable: ${String(e)}`);
   } finally {
     clearTimeout(timer);
+    req.signal.removeEventListener("abort", clientGone);
   }
 }
 

@@ -75,6 +75,20 @@ function reject(
   c.res = tooManyRequests(rejectedBy, outcomes, now, config, extra);
 }
 
+/**
+ * The response's headers, ready to write: in place when they are mutable (the proxy's and Hono's
+ * responses), else on a copy of the response, so the common path copies nothing.
+ */
+export function mutableHeaders(c: Context): Headers {
+  try {
+    c.res.headers.set("x-sluice-probe", "1");
+    c.res.headers.delete("x-sluice-probe");
+  } catch {
+    c.res = new Response(c.res.body, c.res);
+  }
+  return c.res.headers;
+}
+
 function waitUntil(c: Context, p: Promise<unknown>): void {
   const settled = p.catch((e) => logEvent("sluice.background_error", { error: String(e) }));
   try {
@@ -201,12 +215,9 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
       release();
       throw e;
     }
-    const res = c.res;
-    const headers = new Headers(res.headers);
-    writeRateHeaders(headers, outcomes, true, now, config.headers);
-    let body = res.body;
+    let res = c.res;
     if (holders.length > 0) {
-      if (!body) release();
+      if (!res.body) release();
       else {
         // The slot is held until the last byte has gone out, or the client or origin gave up.
         // A body that streams for longer than a lease renews it, so the slot is not lost midway.
@@ -216,14 +227,15 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
         }, leaseMs / 2);
         waitUntil(
           c,
-          body.pipeTo(relay.writable).finally(() => {
+          res.body.pipeTo(relay.writable).finally(() => {
             clearInterval(renew);
             release();
           }),
         );
-        body = relay.readable;
+        res = new Response(relay.readable, res);
+        c.res = res;
       }
     }
-    c.res = new Response(body, { status: res.status, statusText: res.statusText, headers });
+    writeRateHeaders(mutableHeaders(c), outcomes, true, now, config.headers);
   };
 }

@@ -1,0 +1,369 @@
+// npm run bench [-- --quick | --smoke]
+//
+// Builds the Sluice bundle (wrangler deploy --dry-run), serves it and the comparison workers on
+// workerd directly through Miniflare's API (no wrangler dev proxy), starts a local origin in a
+// child process, drives load with autocannon on 127.0.0.1, and prints one table for the run.
+// Every figure is measured in this run; ratios are against the bare proxy of the same run.
+import { execFileSync, fork, spawn } from "node:child_process";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { cpus } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import autocannon from "autocannon";
+import { convertV4MiniflareOptions, Miniflare } from "miniflare";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const args = new Set(process.argv.slice(2));
+// --rows=bare,allowed,keys,rejected,cf,hono,half runs only those rows (bare always runs).
+const only = [...args]
+  .find((a) => a.startsWith("--rows="))
+  ?.slice(7)
+  .split(",");
+const wanted = (row) => !only || only.includes(row);
+const mode = args.has("--smoke") ? "smoke" : args.has("--quick") ? "quick" : "full";
+const DURATION = { smoke: 0, quick: 4, full: 15 }[mode];
+const WARMUP = { smoke: 0, quick: 1, full: 3 }[mode];
+const SMOKE_REQUESTS = 300;
+const CONNECTIONS = mode === "smoke" ? 8 : 32;
+const REJECT_LIMIT = 100;
+const COMPAT = { compatibilityDate: "2026-10-01", compatibilityFlags: ["enable_request_signal"] };
+
+function build(config, outdir) {
+  execFileSync(
+    process.execPath,
+    [
+      join(root, "node_modules/wrangler/bin/wrangler.js"),
+      "deploy",
+      "--dry-run",
+      "--config",
+      config,
+      "--outdir",
+      outdir,
+    ],
+    { cwd: root, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
+  );
+  return join(outdir, config.includes("sluice") ? "sluice-bench.js" : "hono-rate-limiter.js");
+}
+
+function startOrigin() {
+  return new Promise((resolve, reject) => {
+    const child = fork(join(root, "bench/origin.mjs"), [], { stdio: ["ignore", "ignore", "inherit", "ipc"] });
+    child.once("message", (m) => resolve({ child, url: `http://127.0.0.1:${m.port}` }));
+    child.once("error", reject);
+    child.once("exit", (code) => reject(new Error(`origin exited with ${code}`)));
+  });
+}
+
+async function originStats(origin) {
+  return (await fetch(`${origin.url}/__stats`)).json();
+}
+
+function sluiceConfig(limit, window) {
+  // onStoreError "closed": a failing store shows as 503s in the table instead of passing silently.
+  return JSON.stringify({
+    identity: ["header:x-api-key", "ip"],
+    onStoreError: "closed",
+    policies: [{ name: "bench", limit, window }],
+  });
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Serves one bundled worker on workerd itself, from a generated capnp config: the way the bench
+ * measures Sluice, the bare proxy and hono-rate-limiter. `bindings` are text; `durableObject`
+ * names an SQLite-backed class bound as SLUICE_LIMITER, stored in memory.
+ */
+async function serveWorkerd(name, script, bindings, durableObject) {
+  const port = await freePort();
+  const dir = join(root, "bench/.build/workerd", name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, "do"), { recursive: true });
+  const b = Object.entries(bindings).map(([k, v]) => `(name = ${JSON.stringify(k)}, text = ${JSON.stringify(v)})`);
+  if (durableObject) b.push(`(name = "SLUICE_LIMITER", durableObjectNamespace = ${JSON.stringify(durableObject)})`);
+  const capnp = `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "main", worker = .worker),
+    (name = "internet", network = (allow = ["public", "private", "local"])),
+    (name = "do-disk", disk = (path = ${JSON.stringify(join(dir, "do"))}, writable = true)),
+  ],
+  sockets = [(name = "http", address = "127.0.0.1:${port}", http = (), service = "main")],
+);
+const worker :Workerd.Worker = (
+  modules = [(name = "worker.js", esModule = embed ${JSON.stringify(relative(dir, script))})],
+  compatibilityDate = ${JSON.stringify(COMPAT.compatibilityDate)},
+  compatibilityFlags = ${JSON.stringify(COMPAT.compatibilityFlags)},
+  bindings = [${b.join(", ")}],
+  ${
+    durableObject
+      ? `durableObjectNamespaces = [(className = ${JSON.stringify(durableObject)}, uniqueKey = "${name}", enableSql = true)],
+  durableObjectStorage = (localDisk = "do-disk"),`
+      : ""
+  }
+  globalOutbound = "internet",
+);
+`;
+  const file = join(dir, "config.capnp");
+  writeFileSync(file, capnp);
+  const child = spawn(join(root, "node_modules/.bin/workerd"), ["serve", file], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let stderr = "";
+  child.stderr.on("data", (d) => {
+    if (stderr.length < 4000) stderr += d;
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`workerd exited: ${stderr}`);
+    try {
+      await fetch(`${url}/__bench/ping`, { headers: { "x-api-key": "warm-up" } });
+      break;
+    } catch {
+      if (i > 200) throw new Error(`workerd did not start: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    url,
+    mf: {
+      dispose: () =>
+        new Promise((resolve) => {
+          if (child.exitCode !== null) return resolve();
+          child.once("exit", resolve);
+          child.kill("SIGTERM");
+        }),
+    },
+  };
+}
+
+/** Serves one worker through Miniflare's API (only for the rate-limit binding's emulation). */
+async function serve(options) {
+  const mf = new Miniflare({
+    ...convertV4MiniflareOptions({ host: "127.0.0.1", port: 0, modules: true, ...COMPAT, ...options }),
+    // Sluice's JSON log lines (one per 429) are produced as in production, and dropped here.
+    handleStructuredLogs() {},
+  });
+  const url = await mf.ready;
+  return { mf, url: url.href.replace(/\/$/, "") };
+}
+
+function load(url, { keys = 1, rate, amount, duration } = {}) {
+  let i = 0;
+  return autocannon({
+    url: `${url}/v1/items`,
+    connections: CONNECTIONS,
+    pipelining: 1,
+    ...(amount ? { amount } : { duration }),
+    ...(rate ? { overallRate: rate } : {}),
+    requests: [
+      {
+        setupRequest(req) {
+          req.headers = { ...req.headers, "x-api-key": keys === 1 ? "bench-key" : `bench-key-${i++ % keys}` };
+          return req;
+        },
+      },
+    ],
+  });
+}
+
+function summarize(r) {
+  const statuses = {};
+  for (const [k, v] of Object.entries(r.statusCodeStats ?? {})) statuses[k] = v.count;
+  return {
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    total: r.requests.total,
+    errors: r.errors + r.timeouts,
+    non2xx: r.non2xx,
+    statuses,
+  };
+}
+
+async function measure(target, opts = {}) {
+  if (mode === "smoke") return summarize(await load(target.url, { ...opts, amount: SMOKE_REQUESTS }));
+  if (WARMUP > 0) await load(target.url, { ...opts, duration: WARMUP });
+  await target.reset?.();
+  return summarize(await load(target.url, { ...opts, duration: DURATION }));
+}
+
+async function main() {
+  const started = Date.now();
+  const out = join(root, "bench/.build");
+  mkdirSync(out, { recursive: true });
+  const sluiceScript = build("bench/wrangler.sluice.toml", join(out, "sluice"));
+  const honoScript = build("bench/wrangler.hono-rate-limiter.toml", join(out, "hono"));
+  const origin = await startOrigin();
+  const rows = [];
+  const cleanup = [];
+  const stop = async () => {
+    for (const f of cleanup.splice(0)) await f().catch(() => {});
+    origin.child.kill();
+  };
+  process.on("SIGINT", () => stop().then(() => process.exit(130)));
+  try {
+    const sluice = async (config) => {
+      const s = await serveWorkerd(
+        "sluice",
+        sluiceScript,
+        { ORIGIN_URL: origin.url, SLUICE_CONFIG: config },
+        "BenchLimiter",
+      );
+      cleanup.push(() => s.mf.dispose());
+      const calls = async () => (await (await fetch(`${s.url}/__bench/calls`)).json()).calls ?? 0;
+      const reset = async () => {
+        await calls();
+        await originStats(origin);
+      };
+      return { ...s, calls, reset };
+    };
+
+    // 1. The bare proxy: the baseline every ratio is against.
+    const bare = await serveWorkerd("bare", join(root, "bench/workers/bare.js"), { ORIGIN_URL: origin.url });
+    cleanup.push(() => bare.mf.dispose());
+    const bareRes = await measure(bare);
+    rows.push({ name: "bare pass-through proxy", ...bareRes, doCalls: 0, over: "-" });
+
+    // 2-3. Sluice, allowed path: one key under its limit, then 1,000 distinct keys.
+    for (const keys of [1, 1000].filter((k) => wanted(k === 1 ? "allowed" : "keys"))) {
+      const s = await sluice(sluiceConfig(1_000_000_000, "1h"));
+      await s.reset();
+      const r = await measure(s, { keys });
+      const calls = await s.calls();
+      rows.push({
+        name: keys === 1 ? "Sluice allowed (1 key)" : "Sluice allowed (1,000 keys)",
+        ...r,
+        doCalls: calls / Math.max(1, r.total),
+        over: 0,
+      });
+      await s.mf.dispose();
+    }
+
+    // 4. Sluice, rejected path: one key over its limit (REJECT_LIMIT per hour, exact sliding window).
+    if (wanted("rejected")) {
+      const s = await sluice(sluiceConfig(REJECT_LIMIT, "1h"));
+      await s.reset();
+      const r = summarize(
+        await load(s.url, mode === "smoke" ? { amount: SMOKE_REQUESTS } : { duration: DURATION + WARMUP }),
+      );
+      const calls = await s.calls();
+      const arrived = (await originStats(origin))["bench-key"] ?? 0;
+      rows.push({
+        name: `Sluice rejected (1 key over ${REJECT_LIMIT}/h)`,
+        ...r,
+        doCalls: calls / Math.max(1, r.total),
+        over: Math.max(0, arrived - REJECT_LIMIT),
+        arrived,
+      });
+      await s.mf.dispose();
+    }
+
+    // 5. Cloudflare's rate-limit binding (miniflare's local emulation), as its docs use it.
+    if (wanted("cf")) {
+      const cf = await serve({
+        scriptPath: join(root, "bench/workers/cf-ratelimit.js"),
+        bindings: { ORIGIN_URL: origin.url },
+        ratelimits: { RL: { namespace_id: "1001", simple: { limit: 1_000_000_000, period: 60 } } },
+      });
+      const r = await measure(cf);
+      rows.push({ name: "Cloudflare rate-limit binding (local)", ...r, doCalls: 0, over: "-" });
+      await cf.mf.dispose();
+    }
+
+    // 6. hono-rate-limiter with its default in-memory store.
+    if (wanted("hono")) {
+      const h = await serveWorkerd("hono", honoScript, {
+        ORIGIN_URL: origin.url,
+        LIMIT: "1000000000",
+        WINDOW_MS: "3600000",
+      });
+      const r = await measure(h);
+      rows.push({ name: "hono-rate-limiter (memory store)", ...r, doCalls: 0, over: "-" });
+      await h.mf.dispose();
+    }
+
+    // 7. Latency at half the bare proxy's capacity: what Sluice adds to p99 when not saturated.
+    let half;
+    if (mode !== "smoke" && wanted("half")) {
+      const rate = Math.max(100, Math.round(bareRes.rps / 2));
+      const bareHalf = summarize(await load(bare.url, { rate, duration: DURATION }));
+      const s = await sluice(sluiceConfig(1_000_000_000, "1h"));
+      await load(s.url, { duration: WARMUP });
+      const sluiceHalf = summarize(await load(s.url, { rate, duration: DURATION }));
+      await s.mf.dispose();
+      half = { rate, bare: bareHalf, sluice: sluiceHalf };
+    }
+    await bare.mf.dispose();
+
+    const table = render(rows, bareRes.rps, half);
+    console.log(table);
+    const meta = {
+      mode,
+      date: new Date().toISOString(),
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model,
+      node: process.version,
+      connections: CONNECTIONS,
+      durationSeconds: DURATION,
+      seconds: Math.round((Date.now() - started) / 1000),
+    };
+    console.log(
+      `mode ${mode}, ${meta.cpus} cores (${meta.cpuModel}), node ${meta.node}, ${CONNECTIONS} connections, ${mode === "smoke" ? `${SMOKE_REQUESTS} requests` : `${DURATION} s`} per row, ${meta.seconds} s in all`,
+    );
+    mkdirSync(join(root, "bench/results"), { recursive: true });
+    writeFileSync(join(root, `bench/results/${mode}.json`), JSON.stringify({ meta, rows, half }, null, 2));
+    writeFileSync(join(root, `bench/results/${mode}.md`), `${table}\n`);
+
+    const broken = rows.filter((r) => r.errors > 0 || r.total === 0 || Object.keys(r.statuses).some((k) => k >= "500"));
+    const over = rows.find((r) => typeof r.over === "number" && r.over > 0);
+    if (broken.length > 0) throw new Error(`rows with errors: ${broken.map((r) => r.name).join(", ")}`);
+    if (over) throw new Error(`${over.name}: ${over.over} requests over the limit reached the origin`);
+  } finally {
+    await stop();
+  }
+}
+
+function fmt(n, d = 0) {
+  return typeof n === "number" ? n.toLocaleString("en-US", { maximumFractionDigits: d, minimumFractionDigits: d }) : n;
+}
+
+function render(rows, base, half) {
+  const lines = [
+    "| path | requests/s | p50 ms | p99 ms | ratio to bare | DO calls/request | over limit at origin | statuses |",
+    "|---|---:|---:|---:|---:|---:|---:|---|",
+  ];
+  for (const r of rows) {
+    const st = Object.entries(r.statuses)
+      .map(([k, v]) => `${k}: ${v}`)
+      .join(", ");
+    lines.push(
+      `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${fmt(r.rps / base, 2)}x | ${fmt(r.doCalls, 3)} | ${r.over} | ${st} |`,
+    );
+  }
+  if (half) {
+    lines.push(
+      "",
+      `At half the bare proxy's capacity (${fmt(half.rate)} requests/s, fixed rate): p99 bare ${fmt(half.bare.p99, 1)} ms, Sluice ${fmt(half.sluice.p99, 1)} ms, added ${fmt(half.sluice.p99 - half.bare.p99, 1)} ms (p50 ${fmt(half.bare.p50, 1)} -> ${fmt(half.sluice.p50, 1)} ms).`,
+    );
+  }
+  return lines.join("\n");
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(`bench failed: ${e instanceof Error ? e.message : String(e)}`);
+    process.exit(1);
+  },
+);
