@@ -4,7 +4,7 @@
 // workerd directly through Miniflare's API (no wrangler dev proxy), starts a local origin in a
 // child process, drives load with autocannon on 127.0.0.1, and prints one table for the run.
 // Every figure is measured in this run; ratios are against the bare proxy of the same run.
-import { execFileSync, fork, spawn } from "node:child_process";
+import { execFile, execFileSync, fork, spawn } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { cpus } from "node:os";
@@ -12,6 +12,7 @@ import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
+import { inspect, topSelf } from "./profile.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = new Set(process.argv.slice(2));
@@ -27,6 +28,7 @@ const WARMUP = { smoke: 0, quick: 1, full: 3 }[mode];
 const SMOKE_REQUESTS = 300;
 const CONNECTIONS = mode === "smoke" ? 8 : 32;
 const REJECT_LIMIT = 100;
+const PROFILE = args.has("--profile");
 const COMPAT = { compatibilityDate: "2026-10-01", compatibilityFlags: ["enable_request_signal"] };
 
 function build(config, outdir) {
@@ -116,9 +118,14 @@ const worker :Workerd.Worker = (
 `;
   const file = join(dir, "config.capnp");
   writeFileSync(file, capnp);
-  const child = spawn(join(root, "node_modules/.bin/workerd"), ["serve", file], {
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  const inspector = PROFILE ? `127.0.0.1:${await freePort()}` : undefined;
+  const child = spawn(
+    join(root, "node_modules/.bin/workerd"),
+    ["serve", file, ...(inspector ? ["-i", inspector] : [])],
+    {
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
   let stderr = "";
   child.stderr.on("data", (d) => {
     if (stderr.length < 4000) stderr += d;
@@ -136,6 +143,8 @@ const worker :Workerd.Worker = (
   }
   return {
     url,
+    name,
+    profiler: inspector ? await inspect(inspector) : undefined,
     mf: {
       dispose: () =>
         new Promise((resolve) => {
@@ -158,7 +167,55 @@ async function serve(options) {
   return { mf, url: url.href.replace(/\/$/, "") };
 }
 
+/** wrk when installed (`apt-get install wrk`): far lighter than autocannon on 2 cores. */
+const WRK = (() => {
+  if (args.has("--autocannon")) return undefined;
+  try {
+    execFileSync("wrk", ["--version"], { stdio: "ignore" });
+    return "wrk";
+  } catch (e) {
+    // wrk prints its version and exits 1.
+    return e.status === 1 ? "wrk" : undefined;
+  }
+})();
+const LOADGEN = WRK ? "wrk" : "autocannon";
+
+/** A timed run with wrk: same summary shape as autocannon's. */
+function wrk(url, { keys, duration }) {
+  return new Promise((resolve, reject) => {
+    execFile(
+      WRK,
+      [
+        "-t1",
+        `-c${CONNECTIONS}`,
+        `-d${duration}s`,
+        "--timeout",
+        "10s",
+        "-s",
+        join(root, "bench/wrk.lua"),
+        `${url}/v1/items`,
+        "--",
+        String(keys),
+      ],
+      (err, stdout, stderr) => {
+        const line = stdout.split("\n").find((l) => l.startsWith("BENCH-JSON "));
+        if (err || !line) return reject(new Error(`wrk failed: ${err?.message ?? ""} ${stderr}`));
+        const j = JSON.parse(line.slice(11));
+        const statusCodeStats = Object.fromEntries(Object.entries(j.statuses).map(([k, v]) => [k, { count: v }]));
+        resolve({
+          requests: { average: j.requests / (j.durationUs / 1e6), total: j.requests },
+          latency: { p50: j.p50Us / 1000, p99: j.p99Us / 1000 },
+          errors: j.errors,
+          timeouts: 0,
+          statusCodeStats,
+        });
+      },
+    );
+  });
+}
+
 function load(url, { keys = 1, rate, amount, duration } = {}) {
+  if (WRK && duration && !rate && !amount) return wrk(url, { keys, duration });
   let i = 0;
   return autocannon({
     url: `${url}/v1/items`,
@@ -193,9 +250,23 @@ function summarize(r) {
 
 async function measure(target, opts = {}) {
   if (mode === "smoke") return summarize(await load(target.url, { ...opts, amount: SMOKE_REQUESTS }));
+  // Every key's object exists before the clock starts: the row measures the steady state, not creation.
+  if ((opts.keys ?? 1) > 1) await load(target.url, { ...opts, amount: opts.keys * 2 });
   if (WARMUP > 0) await load(target.url, { ...opts, duration: WARMUP });
   await target.reset?.();
-  return summarize(await load(target.url, { ...opts, duration: DURATION }));
+  await target.profiler?.start();
+  const r = summarize(await load(target.url, { ...opts, duration: DURATION }));
+  await saveProfile(target, `${target.name}${opts.keys > 1 ? `-${opts.keys}-keys` : ""}`);
+  return r;
+}
+
+async function saveProfile(target, name) {
+  if (!target.profiler) return;
+  const profile = await target.profiler.stop();
+  target.profiler.close();
+  mkdirSync(join(root, "bench/results"), { recursive: true });
+  writeFileSync(join(root, `bench/results/${name}.cpuprofile`), JSON.stringify(profile));
+  console.error(`\n${name}: self time (bench/results/${name}.cpuprofile)\n${topSelf(profile).join("\n")}`);
 }
 
 async function main() {
@@ -254,9 +325,11 @@ async function main() {
     if (wanted("rejected")) {
       const s = await sluice(sluiceConfig(REJECT_LIMIT, "1h"));
       await s.reset();
+      await s.profiler?.start();
       const r = summarize(
         await load(s.url, mode === "smoke" ? { amount: SMOKE_REQUESTS } : { duration: DURATION + WARMUP }),
       );
+      await saveProfile(s, "sluice-rejected");
       const calls = await s.calls();
       const arrived = (await originStats(origin))["bench-key"] ?? 0;
       rows.push({
@@ -314,12 +387,13 @@ async function main() {
       cpus: cpus().length,
       cpuModel: cpus()[0]?.model,
       node: process.version,
+      loadGenerator: LOADGEN,
       connections: CONNECTIONS,
       durationSeconds: DURATION,
       seconds: Math.round((Date.now() - started) / 1000),
     };
     console.log(
-      `mode ${mode}, ${meta.cpus} cores (${meta.cpuModel}), node ${meta.node}, ${CONNECTIONS} connections, ${mode === "smoke" ? `${SMOKE_REQUESTS} requests` : `${DURATION} s`} per row, ${meta.seconds} s in all`,
+      `mode ${mode}, ${meta.cpus} cores (${meta.cpuModel}), node ${meta.node}, ${LOADGEN}, ${CONNECTIONS} connections, ${mode === "smoke" ? `${SMOKE_REQUESTS} requests` : `${DURATION} s`} per row, ${meta.seconds} s in all`,
     );
     mkdirSync(join(root, "bench/results"), { recursive: true });
     writeFileSync(join(root, `bench/results/${mode}.json`), JSON.stringify({ meta, rows, half }, null, 2));

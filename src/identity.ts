@@ -20,11 +20,13 @@ export function identityString(source: string, value: string): string {
 
 const encoder = new TextEncoder();
 
+const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"));
+
 /** Lower-case hex SHA-256 (Web Crypto). */
 export async function sha256Hex(text: string): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
   let out = "";
-  for (const b of digest) out += b.toString(16).padStart(2, "0");
+  for (const b of digest) out += HEX[b];
   return out;
 }
 
