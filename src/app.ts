@@ -1,10 +1,11 @@
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { requestId } from "hono/request-id";
 import { handleAdmin, isAdminPath } from "./admin.ts";
 import { ConfigError, loadConfig, type SluiceConfig } from "./config.ts";
 import { renderError } from "./errors.ts";
 import { mutableHeaders, type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
 import { forward, validateOriginUrl } from "./proxy.ts";
+import { urlOf } from "./url.ts";
 
 /** Bindings the standalone worker reads. */
 export interface SluiceEnv {
@@ -15,6 +16,18 @@ export interface SluiceEnv {
   SLUICE_ADMIN_TOKEN?: string;
   /** Optional service binding to a Worker origin (used by the demo). */
   ORIGIN?: Fetcher;
+}
+
+const requestIds = new Map<string, MiddlewareHandler>();
+
+/** hono/request-id's middleware for one header name, made once per isolate. */
+function requestIdMiddleware(headerName: string): MiddlewareHandler {
+  let m = requestIds.get(headerName);
+  if (!m) {
+    m = requestId({ headerName });
+    requestIds.set(headerName, m);
+  }
+  return m;
 }
 
 type AppEnv = { Bindings: SluiceEnv & Record<string, unknown>; Variables: SluiceVariables };
@@ -39,7 +52,7 @@ export function createApp(): Hono<AppEnv> {
       throw e;
     }
     if (originIssue) throw new ConfigError([originIssue]);
-    await requestId({ headerName: config.requestIdHeader })(c, next);
+    await requestIdMiddleware(config.requestIdHeader)(c, next);
     // Echoed on every answer, the origin's included (hono's requestId only covers c.json/c.text).
     const id = c.get("requestId");
     if (c.res.headers.get(config.requestIdHeader) !== id) mutableHeaders(c).set(config.requestIdHeader, id);
@@ -48,7 +61,7 @@ export function createApp(): Hono<AppEnv> {
   // The admin API answers before any rate limit and is never proxied, however its path is spelled.
   app.use(async function adminGate(c, next) {
     const config = loadConfig(c.env.SLUICE_CONFIG);
-    if (!isAdminPath(new URL(c.req.url).pathname, config.adminPath)) return next();
+    if (!isAdminPath(urlOf(c.req.raw).pathname, config.adminPath)) return next();
     c.res = await handleAdmin(c.req.raw, c.env, c.executionCtx, config);
   });
 
@@ -56,7 +69,7 @@ export function createApp(): Hono<AppEnv> {
 
   app.all("*", async (c) => {
     const { config } = c.get("sluice");
-    return forward(c.req.raw, new URL(c.req.url), {
+    return forward(c.req.raw, urlOf(c.req.raw), {
       originUrl: c.env.ORIGIN_URL || undefined,
       originService: c.env.ORIGIN,
       timeoutMs: config.originTimeoutMs,

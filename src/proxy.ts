@@ -32,17 +32,34 @@ const CLIENT_HEADERS_DROPPED = [
  */
 export function originTarget(requestUrl: URL, originUrl: string | undefined): URL {
   if (!originUrl) return new URL(requestUrl.href);
-  const base = new URL(originUrl);
+  const base = parsedOrigin(originUrl);
   const target = new URL(base.origin);
-  const basePath = base.pathname.replace(/\/+$/, "");
-  target.pathname = basePath + requestUrl.pathname;
+  target.pathname = base.basePath + requestUrl.pathname;
   target.search = requestUrl.search;
   return target;
 }
 
-/** Checks ORIGIN_URL once: an http(s) URL with no query, fragment or credentials. */
+let lastOrigin: { url: string; origin: string; basePath: string } | undefined;
+
+/** ORIGIN_URL's origin and base path, parsed once per isolate (it changes only with a deploy). */
+function parsedOrigin(originUrl: string): { origin: string; basePath: string } {
+  if (lastOrigin?.url !== originUrl) {
+    const base = new URL(originUrl);
+    lastOrigin = { url: originUrl, origin: base.origin, basePath: base.pathname.replace(/\/+$/, "") };
+  }
+  return lastOrigin;
+}
+
+let lastChecked: { url: string; issue: string | undefined } | undefined;
+
+/** Checks ORIGIN_URL (once per value): an http(s) URL with no query, fragment or credentials. */
 export function validateOriginUrl(originUrl: string | undefined): string | undefined {
   if (originUrl === undefined || originUrl === "") return undefined;
+  if (lastChecked?.url !== originUrl) lastChecked = { url: originUrl, issue: checkOriginUrl(originUrl) };
+  return lastChecked.issue;
+}
+
+function checkOriginUrl(originUrl: string): string | undefined {
   let u: URL;
   try {
     u = new URL(originUrl);

@@ -8,6 +8,7 @@ import { tooManyRequests, writeRateHeaders } from "../headers.ts";
 import { type Identity, resolveIdentity } from "../identity.ts";
 import { logEvent } from "../log.ts";
 import { type BucketPlan, matcherFor, normalizePath, planBuckets } from "../policies.ts";
+import { urlOf } from "../url.ts";
 
 /** Options of the {@link sluice} middleware. */
 export interface SluiceOptions {
@@ -117,7 +118,7 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
     const ns = c.env[binding] as DurableObjectNamespace<SluiceLimiter> | undefined;
     if (!ns) throw new SluiceError(500, "invalid_config", `no Durable Object binding named ${binding}`);
     const req = c.req.raw;
-    const url = new URL(req.url);
+    const url = urlOf(req);
     const identity = await resolveIdentity(req, url, config.identity);
     const policies = matcherFor(config).match(req.method, normalizePath(url.pathname));
     const requestId = c.get("requestId") ?? "";
