@@ -8,5 +8,6 @@ declare namespace Cloudflare {
   interface Env {
     SLOW_LIMITER: DurableObjectNamespace;
     CRASHING_LIMITER: DurableObjectNamespace;
+    SLUICE_ANALYTICS: AnalyticsEngineDataset;
   }
 }

@@ -4,7 +4,7 @@ import { clock } from "../clock.ts";
 import { loadConfig, parseConfig, type SluiceConfig, type SluiceConfigInput } from "../config.ts";
 import type { CheckResult, Outcome, SluiceLimiter } from "../durable-objects/limiter.ts";
 import { SluiceError } from "../errors.ts";
-import { tooManyRequests, writeRateHeaders } from "../headers.ts";
+import { mostRestrictive, retryAfterSeconds, tooManyRequests, writeRateHeaders } from "../headers.ts";
 import { type Identity, resolveIdentity } from "../identity.ts";
 import { logEvent } from "../log.ts";
 import { type BucketPlan, matcherFor, normalizePath, planBuckets } from "../policies.ts";
@@ -19,6 +19,39 @@ export interface SluiceOptions {
   config?: SluiceConfigInput | undefined;
   /** Name of the Durable Object namespace binding of {@link SluiceLimiter}. Default "SLUICE_LIMITER". */
   binding?: string;
+  /**
+   * Name of an optional Workers Analytics Engine dataset binding that receives one data point per
+   * decision (see docs/design.md). Default "SLUICE_ANALYTICS"; nothing is written when it is unbound.
+   */
+  analytics?: string;
+}
+
+/** What one data point says happened to a request. */
+export type Decision = "passed" | "rejected" | "shadow_violation" | "store_error";
+
+/**
+ * One Analytics Engine data point: index = keyId (never the raw key), blobs = decision, policy,
+ * method, path, identity source; doubles = 1 (a count), Retry-After in seconds (0 unless
+ * rejected), remaining of the most restrictive policy (-1 when unknown).
+ */
+function recordDecision(
+  dataset: AnalyticsEngineDataset | undefined,
+  decision: Decision,
+  policy: string,
+  fields: { keyId: string; method: string; path: string; source: string },
+  retryAfter = 0,
+  remaining = -1,
+): void {
+  if (!dataset) return;
+  try {
+    dataset.writeDataPoint({
+      indexes: [fields.keyId],
+      blobs: [decision, policy, fields.method, fields.path.slice(0, 1024), fields.source],
+      doubles: [1, retryAfter, remaining],
+    });
+  } catch (e) {
+    logEvent("sluice.analytics_error", { error: String(e) });
+  }
 }
 
 /** What the middleware leaves on the context for later handlers (`c.get("sluice")`). */
@@ -59,6 +92,13 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
+/** The enforced policy that rejected with the longest wait. */
+function rejectedBy(outcomes: Outcome[]): Outcome {
+  return outcomes
+    .filter((o) => !o.allowed && o.mode === "enforce")
+    .reduce((a, b) => (b.retryAfterMs > a.retryAfterMs ? b : a));
+}
+
 function reject(
   c: Context,
   outcomes: Outcome[],
@@ -67,13 +107,11 @@ function reject(
   logFields: Record<string, unknown>,
   requestId: string,
 ): void {
-  const rejectedBy = outcomes
-    .filter((o) => !o.allowed && o.mode === "enforce")
-    .reduce((a, b) => (b.retryAfterMs > a.retryAfterMs ? b : a));
-  logEvent("sluice.rejected", { ...logFields, policy: rejectedBy.policy, retryAfterMs: rejectedBy.retryAfterMs });
+  const by = rejectedBy(outcomes);
+  logEvent("sluice.rejected", { ...logFields, policy: by.policy, retryAfterMs: by.retryAfterMs });
   const extra = new Headers();
   if (requestId) extra.set(config.requestIdHeader, requestId);
-  c.res = tooManyRequests(rejectedBy, outcomes, now, config, extra);
+  c.res = tooManyRequests(by, outcomes, now, config, extra);
 }
 
 /**
@@ -108,7 +146,11 @@ function waitUntil(c: Context, p: Promise<unknown>): void {
  * @example
  * app.use("/api/*", sluice({ config: { policies: [{ name: "standard", limit: 120, window: "1m" }] } }))
  */
-export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOptions = {}): MiddlewareHandler<{
+export function sluice({
+  config: given,
+  binding = "SLUICE_LIMITER",
+  analytics = "SLUICE_ANALYTICS",
+}: SluiceOptions = {}): MiddlewareHandler<{
   Bindings: Record<string, unknown>;
   Variables: SluiceVariables;
 }> {
@@ -142,6 +184,12 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
       };
     });
     const logFields = { keyId: identity.keyId, requestId, method: req.method, path: url.pathname };
+    const dataset = c.env[analytics] as AnalyticsEngineDataset | undefined;
+    const pointFields = { ...logFields, source: identity.source };
+    const recordRejection = (outcomes: Outcome[]) => {
+      const by = rejectedBy(outcomes);
+      recordDecision(dataset, "rejected", by.policy, pointFields, retryAfterSeconds(by), by.remaining);
+    };
 
     // A request an object is known to reject is answered here, without a Durable Object call.
     const now0 = clock.now();
@@ -153,6 +201,7 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
       const unreported = own ? blockedCache.noteRejected(own.plan.name, now0) : 0;
       if (own && unreported > 0) waitUntil(c, own.stub.countRejected(unreported));
       c.get("sluice").outcomes = cached;
+      recordRejection(cached);
       return reject(c, cached, now0, config, logFields, requestId);
     }
 
@@ -188,6 +237,8 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
           error: String(a.error),
           onStoreError: config.onStoreError,
         });
+        const policy = a.plan.items.map((i) => i.policy).join(",");
+        recordDecision(dataset, "store_error", policy, pointFields);
       }
       if (config.onStoreError === "closed") {
         throw new SluiceError(503, "rate_limiter_unavailable", "rate limiter unavailable");
@@ -199,9 +250,20 @@ export function sluice({ config: given, binding = "SLUICE_LIMITER" }: SluiceOpti
     const now = Math.max(...asked.map((a) => (a.result as CheckResult).now));
     c.get("sluice").outcomes = outcomes;
     for (const o of outcomes) {
-      if (o.mode === "shadow" && !o.allowed) logEvent("sluice.shadow_violation", { ...logFields, policy: o.policy });
+      if (o.mode === "shadow" && !o.allowed) {
+        logEvent("sluice.shadow_violation", { ...logFields, policy: o.policy });
+        recordDecision(dataset, "shadow_violation", o.policy, pointFields, retryAfterSeconds(o), o.remaining);
+      }
     }
-    if (!allowed) return reject(c, outcomes, now, config, logFields, requestId);
+    if (!allowed) {
+      recordRejection(outcomes);
+      return reject(c, outcomes, now, config, logFields, requestId);
+    }
+    if (dataset) {
+      // The policy the headers describe (a concurrency-only request: its first policy).
+      const tightest = mostRestrictive(outcomes, true) ?? (outcomes[0] as Outcome);
+      recordDecision(dataset, "passed", tightest.policy, pointFields, 0, tightest.remaining);
+    }
 
     const holders = hasLease ? asked.filter((a) => a.result?.receipt?.leaseId) : [];
     let released = false;
