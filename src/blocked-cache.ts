@@ -32,7 +32,9 @@ const REPORT_AFTER_MS = 1000;
  * has no room, no request of the same policies and cost can pass on that object before the
  * rejecting policies' Retry-After: units only leave a sliding or fixed window, or return to a
  * token bucket, at the times the object already counted in, and other requests can only take
- * more. So serving those rejections from here is exact, not an estimate. Concurrency rejections
+ * more. So serving those rejections from here is exact, not an estimate. The one way room comes
+ * back early is an undo (a request another object refused gives back what this one booked): an
+ * object answers `cacheable: false` while such an undo may still come. Concurrency rejections
  * are never cached (a slot can free at any moment).
  */
 export class BlockedCache {
@@ -88,7 +90,7 @@ export class BlockedCache {
 
   /** Remembers an object's rejection when it is cacheable, or forgets the entry after a pass. */
   record(key: string, result: CheckResult): void {
-    if (result.allowed) {
+    if (result.allowed || !result.cacheable) {
       this.entries.delete(key);
       return;
     }

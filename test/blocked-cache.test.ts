@@ -134,3 +134,72 @@ describe("the in-isolate blocked-until cache", () => {
     expect(status).toBe(200);
   });
 });
+
+describe("the blocked-until cache and undos (requests that span objects)", () => {
+  const config = {
+    policies: [
+      { name: "per-token", limit: 10, window: "1m" },
+      { name: "per-workspace", limit: 2, window: "1m", scope: ["header:x-workspace-id"] },
+    ],
+  };
+  const wsItems = [
+    {
+      policy: "per-workspace",
+      kind: "rate" as const,
+      algorithm: "sliding-window" as const,
+      limit: 2,
+      windowMs: 60_000,
+      cost: 1,
+      mode: "enforce" as const,
+    },
+  ];
+
+  async function workspaceStub(ws: string) {
+    const req = new Request("https://x/", { headers: { "x-workspace-id": ws } });
+    const { planBuckets } = await import("../src/policies.ts");
+    const { parseConfig } = await import("../src/config.ts");
+    const { resolveIdentity } = await import("../src/identity.ts");
+    const c = parseConfig(config);
+    const identity = await resolveIdentity(req, new URL(req.url), c.identity);
+    const plan = (await planBuckets(c.policies, identity, req)).find((p) => !p.perKey);
+    if (!plan) throw new Error("no workspace plan");
+    return env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(plan.name));
+  }
+
+  it("a rejection while another request's booking may still be undone is not cached: the room the undo gives back is used at once", async () => {
+    setClock(T0);
+    const ws = unique("ws");
+    const call = (token: string) =>
+      send("/", { headers: { authorization: `Bearer ${token}`, "x-workspace-id": ws }, config });
+    expect((await call(unique("tok"))).status).toBe(200);
+    // Another request, in flight elsewhere, has booked the workspace's last unit and will undo it
+    // (its token's own object refused it).
+    const stub = await workspaceStub(ws);
+    const booked = await stub.check(wsItems, "", 60_000, false, 0, 2000);
+    expect(booked.allowed).toBe(true);
+    const refused = await call(unique("tok"));
+    expect(refused.status).toBe(429);
+    expect(booked.receipt).not.toBeNull();
+    await stub.undo(wsItems, booked.receipt as NonNullable<typeof booked.receipt>);
+    // Same instant: the object has room again, and no cached 429 stands in the way.
+    const calls = checks.mock.calls.length;
+    expect((await call(unique("tok"))).status).toBe(200);
+    expect(checks.mock.calls.length).toBeGreaterThan(calls);
+  });
+
+  it("once no undo can come any more, the workspace's rejections are cached again", async () => {
+    setClock(T0);
+    const ws = unique("ws");
+    const call = (token: string) =>
+      send("/", { headers: { authorization: `Bearer ${token}`, "x-workspace-id": ws }, config });
+    expect((await call(unique("tok"))).status).toBe(200);
+    expect((await call(unique("tok"))).status).toBe(200);
+    // storeTimeoutMs (1000) + the undo's grace (1000) later, a refusal is final until Retry-After.
+    advance(2000);
+    expect((await call(unique("tok"))).status).toBe(429);
+    const calls = checks.mock.calls.length;
+    advance(10);
+    expect((await call(unique("tok"))).status).toBe(429);
+    expect(checks.mock.calls.length).toBe(calls);
+  });
+});

@@ -60,6 +60,11 @@ export interface CheckResult {
   receipt: Receipt | null;
   /** The object's clock when it decided, ms since the epoch. */
   now: number;
+  /**
+   * A rejection the worker may serve again from its blocked-until cache: false while a booking
+   * another object may still have refunded (see check's `refundableMs`) could free room early.
+   */
+  cacheable: boolean;
 }
 
 /** A per-key custom limit; fields left out keep the configured value. */
@@ -95,6 +100,8 @@ export class SluiceLimiter extends DurableObject {
   private readonly dirtyHours = new Set<number>();
   private flushScheduled = false;
   private lastNow = 0;
+  /** Until then (limiter clock) a booking of a request that spans objects may still be undone. */
+  private refundableUntil = 0;
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
@@ -179,6 +186,9 @@ export class SluiceLimiter extends DurableObject {
    * @param leaseMs how long a slot is held if release() never comes
    * @param recordUsage count this request in the per-key usage figures
    * @param rejectedElsewhere rejections the worker answered from its cache since it last called
+   * @param refundableMs for a request that other objects decide too: how long an undo of this
+   *   booking may take to come. Until then this object's rejections are not cacheable, since the
+   *   undo gives back room earlier than any Retry-After counted.
    */
   async check(
     items: CheckItem[],
@@ -186,6 +196,7 @@ export class SluiceLimiter extends DurableObject {
     leaseMs = 60_000,
     recordUsage = false,
     rejectedElsewhere = 0,
+    refundableMs = 0,
   ): Promise<CheckResult> {
     const now = this.now();
     if (recordUsage && rejectedElsewhere > 0) this.addRejected(now, rejectedElsewhere);
@@ -228,8 +239,9 @@ export class SluiceLimiter extends DurableObject {
       });
     }
     if (recordUsage) this.count(now, allowed);
+    if (allowed && refundableMs > 0) this.refundableUntil = Math.max(this.refundableUntil, now + refundableMs);
     this.scheduleFlush();
-    return { allowed, outcomes, receipt, now };
+    return { allowed, outcomes, receipt, now, cacheable: !allowed && now >= this.refundableUntil };
   }
 
   /** Undoes a check() whose request another object rejected (and recounts it as rejected). */

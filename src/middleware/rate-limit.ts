@@ -65,6 +65,9 @@ export interface SluiceVariables {
   requestId: string;
 }
 
+/** Time allowed for an undo's own trip to an object, beyond the store's time limit. */
+export const UNDO_GRACE_MS = 1000;
+
 /** Added to a concurrency lease beyond the origin's time limit, for the body to stream. */
 export const LEASE_GRACE_MS = 60_000;
 
@@ -205,12 +208,15 @@ export function sluice({
       return reject(c, cached, now0, config, logFields, requestId);
     }
 
+    // An undo comes within the store's time limit of the booking, plus its own trip: until then an
+    // object that booked this request must not let its rejections be cached (see BlockedCache).
+    const refundableMs = asked.length > 1 ? config.storeTimeoutMs + UNDO_GRACE_MS : 0;
     await Promise.all(
       asked.map(async (a) => {
         const unreported = a.plan.perKey ? blockedCache.takeUnreported(a.plan.name) : 0;
         try {
           a.result = await withTimeout(
-            a.stub.check(a.plan.items, leaseId, leaseMs, a.plan.perKey, unreported),
+            a.stub.check(a.plan.items, leaseId, leaseMs, a.plan.perKey, unreported, refundableMs),
             config.storeTimeoutMs,
           );
           blockedCache.record(a.cacheKey, a.result);
