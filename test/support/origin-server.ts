@@ -23,6 +23,8 @@ export async function startOrigin() {
   const log = new Map<string, Seen[]>();
   const held = new Map<string, ServerResponse>();
   const closed = new Set<string>();
+  /** Per test id: requests to /__slow in progress now, and the most ever at once. */
+  const inflight = new Map<string, { now: number; max: number }>();
 
   const server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? "/";
@@ -50,9 +52,15 @@ export async function startOrigin() {
     }
     const m = /^\/__(slow|big|redirect|reset|hold|status)(?:\/([^/?]+))?/.exec(url);
     switch (m?.[1]) {
-      case "slow":
+      case "slow": {
+        const f = typeof id === "string" ? (inflight.get(id) ?? { now: 0, max: 0 }) : { now: 0, max: 0 };
+        if (typeof id === "string") inflight.set(id, f);
+        f.now++;
+        f.max = Math.max(f.max, f.now);
         await new Promise((r) => setTimeout(r, Number(m[2])));
+        f.now--;
         return json(res, 200, seen);
+      }
       case "big": {
         const total = Number(m[2]);
         res.writeHead(200, { "content-type": "application/octet-stream", "content-length": String(total) });
@@ -100,6 +108,7 @@ export async function startOrigin() {
       return json(res, 200, { released: r !== undefined });
     }
     if (verb === "closed") return json(res, 200, { closed: closed.has(arg) });
+    if (verb === "inflight") return json(res, 200, inflight.get(decodeURIComponent(arg)) ?? { now: 0, max: 0 });
     return json(res, 404, { error: "unknown control" });
   }
 
