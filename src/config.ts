@@ -116,7 +116,11 @@ const configSchema = z.strictObject({
   storeTimeoutMs: z._default(z.int().check(z.minimum(1), z.maximum(60_000)), 1000),
   originTimeoutMs: z._default(z.int().check(z.minimum(1), z.maximum(600_000)), 30_000),
   adminPath: z._default(
-    z.string().check(z.regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, "expected a path such as /__sluice")),
+    z.string().check(
+      z.regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, "expected a path such as /__sluice"),
+      // A "." or ".." segment never survives URL normalisation: such a prefix would match no request.
+      z.refine((p) => !p.split("/").some((seg) => seg === "." || seg === ".."), "no . or .. segments"),
+    ),
     "/__sluice",
   ),
 });
