@@ -1,18 +1,18 @@
-// npm run bench [-- --quick | --smoke]
+// npm run bench [-- --quick | --smoke | --profile | --autocannon | --rows=...]
 //
 // Builds the Sluice bundle (wrangler deploy --dry-run), serves it and the comparison workers on
-// workerd directly through Miniflare's API (no wrangler dev proxy), starts a local origin in a
-// child process, drives load with autocannon on 127.0.0.1, and prints one table for the run.
+// workerd directly (bench/workerd.mjs; no wrangler dev proxy), starts a local origin in a child
+// process, drives load with wrk (or autocannon) on 127.0.0.1, and prints one table for the run.
 // Every figure is measured in this run; ratios are against the bare proxy of the same run.
-import { execFile, execFileSync, fork, spawn } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { execFile, execFileSync, fork } from "node:child_process";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
-import { dirname, join, relative } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
-import { inspect, topSelf } from "./profile.mjs";
+import { topSelf } from "./profile.mjs";
+import { build, COMPAT, serveWorkerd as serveOnWorkerd } from "./workerd.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = new Set(process.argv.slice(2));
@@ -29,24 +29,8 @@ const SMOKE_REQUESTS = 300;
 const CONNECTIONS = mode === "smoke" ? 8 : 32;
 const REJECT_LIMIT = 100;
 const PROFILE = args.has("--profile");
-const COMPAT = { compatibilityDate: "2026-10-01", compatibilityFlags: ["enable_request_signal"] };
-
-function build(config, outdir) {
-  execFileSync(
-    process.execPath,
-    [
-      join(root, "node_modules/wrangler/bin/wrangler.js"),
-      "deploy",
-      "--dry-run",
-      "--config",
-      config,
-      "--outdir",
-      outdir,
-    ],
-    { cwd: root, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
-  );
-  return join(outdir, config.includes("sluice") ? "sluice-bench.js" : "hono-rate-limiter.js");
-}
+const serveWorkerd = (name, script, bindings, durableObject) =>
+  serveOnWorkerd(name, script, bindings, durableObject, { profile: PROFILE });
 
 function startOrigin() {
   return new Promise((resolve, reject) => {
@@ -68,92 +52,6 @@ function sluiceConfig(limit, window) {
     onStoreError: "closed",
     policies: [{ name: "bench", limit, window }],
   });
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-/**
- * Serves one bundled worker on workerd itself, from a generated capnp config: the way the bench
- * measures Sluice, the bare proxy and hono-rate-limiter. `bindings` are text; `durableObject`
- * names an SQLite-backed class bound as SLUICE_LIMITER, stored in memory.
- */
-async function serveWorkerd(name, script, bindings, durableObject) {
-  const port = await freePort();
-  const dir = join(root, "bench/.build/workerd", name);
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(join(dir, "do"), { recursive: true });
-  const b = Object.entries(bindings).map(([k, v]) => `(name = ${JSON.stringify(k)}, text = ${JSON.stringify(v)})`);
-  if (durableObject) b.push(`(name = "SLUICE_LIMITER", durableObjectNamespace = ${JSON.stringify(durableObject)})`);
-  const capnp = `using Workerd = import "/workerd/workerd.capnp";
-const config :Workerd.Config = (
-  services = [
-    (name = "main", worker = .worker),
-    (name = "internet", network = (allow = ["public", "private", "local"])),
-    (name = "do-disk", disk = (path = ${JSON.stringify(join(dir, "do"))}, writable = true)),
-  ],
-  sockets = [(name = "http", address = "127.0.0.1:${port}", http = (), service = "main")],
-);
-const worker :Workerd.Worker = (
-  modules = [(name = "worker.js", esModule = embed ${JSON.stringify(relative(dir, script))})],
-  compatibilityDate = ${JSON.stringify(COMPAT.compatibilityDate)},
-  compatibilityFlags = ${JSON.stringify(COMPAT.compatibilityFlags)},
-  bindings = [${b.join(", ")}],
-  ${
-    durableObject
-      ? `durableObjectNamespaces = [(className = ${JSON.stringify(durableObject)}, uniqueKey = "${name}", enableSql = true)],
-  durableObjectStorage = (localDisk = "do-disk"),`
-      : ""
-  }
-  globalOutbound = "internet",
-);
-`;
-  const file = join(dir, "config.capnp");
-  writeFileSync(file, capnp);
-  const inspector = PROFILE ? `127.0.0.1:${await freePort()}` : undefined;
-  const child = spawn(
-    join(root, "node_modules/.bin/workerd"),
-    ["serve", file, ...(inspector ? ["-i", inspector] : [])],
-    {
-      stdio: ["ignore", "ignore", "pipe"],
-    },
-  );
-  let stderr = "";
-  child.stderr.on("data", (d) => {
-    if (stderr.length < 4000) stderr += d;
-  });
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    if (child.exitCode !== null) throw new Error(`workerd exited: ${stderr}`);
-    try {
-      await fetch(`${url}/__bench/ping`, { headers: { "x-api-key": "warm-up" } });
-      break;
-    } catch {
-      if (i > 200) throw new Error(`workerd did not start: ${stderr}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  return {
-    url,
-    name,
-    profiler: inspector ? await inspect(inspector) : undefined,
-    mf: {
-      dispose: () =>
-        new Promise((resolve) => {
-          if (child.exitCode !== null) return resolve();
-          child.once("exit", resolve);
-          child.kill("SIGTERM");
-        }),
-    },
-  };
 }
 
 /** Serves one worker through Miniflare's API (only for the rate-limit binding's emulation). */

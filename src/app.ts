@@ -2,7 +2,7 @@ import { Hono, type MiddlewareHandler } from "hono";
 import { requestId } from "hono/request-id";
 import { handleAdmin, isAdminPath } from "./admin.ts";
 import { ConfigError, loadConfig, type SluiceConfig } from "./config.ts";
-import { renderError } from "./errors.ts";
+import { renderError, SluiceError } from "./errors.ts";
 import { mutableHeaders, type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
 import { forward, validateOriginUrl } from "./proxy.ts";
 import { urlOf } from "./url.ts";
@@ -42,6 +42,16 @@ export function createApp(): Hono<AppEnv> {
   app.onError(renderError);
 
   // Configuration first, so a bad one fails every request with its issues, not a later crash.
+  // A request whose URL does not parse (HTTP/1.1 without a Host header) is the client's error.
+  app.use(async function checkUrl(c, next) {
+    try {
+      urlOf(c.req.raw);
+    } catch {
+      throw new SluiceError(400, "invalid_request", "the request has no valid URL (is the Host header missing?)");
+    }
+    await next();
+  });
+
   app.use(async function checkConfig(c, next) {
     const originIssue = validateOriginUrl(c.env.ORIGIN_URL);
     let config: SluiceConfig;

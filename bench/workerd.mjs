@@ -1,0 +1,121 @@
+// Serving a bundled worker on workerd itself (not through wrangler dev), from a generated capnp
+// config: used by the bench (bench/run.mjs) and by the raw-socket tests (test/cli/raw-socket.cli.ts).
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { inspect } from "./profile.mjs";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+export const COMPAT = { compatibilityDate: "2026-10-01", compatibilityFlags: ["enable_request_signal"] };
+
+/** Bundles a worker as `wrangler deploy` would (`--dry-run --outdir`); returns the script's path. */
+export function build(config, outdir) {
+  rmSync(outdir, { recursive: true, force: true });
+  execFileSync(
+    process.execPath,
+    [
+      join(root, "node_modules/wrangler/bin/wrangler.js"),
+      "deploy",
+      "--dry-run",
+      "--config",
+      config,
+      "--outdir",
+      outdir,
+    ],
+    { cwd: root, stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
+  );
+  const main = readdirSync(outdir).find((f) => f.endsWith(".js"));
+  if (!main) throw new Error(`no bundle in ${outdir}`);
+  return join(outdir, main);
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Serves one bundled worker on workerd itself, from a generated capnp config: the way the bench
+ * measures Sluice, the bare proxy and hono-rate-limiter. `bindings` are text; `durableObject`
+ * names an SQLite-backed class bound as SLUICE_LIMITER, stored in memory.
+ */
+export async function serveWorkerd(name, script, bindings, durableObject, { profile = false } = {}) {
+  const port = await freePort();
+  const dir = join(root, "bench/.build/workerd", name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, "do"), { recursive: true });
+  const b = Object.entries(bindings).map(([k, v]) => `(name = ${JSON.stringify(k)}, text = ${JSON.stringify(v)})`);
+  if (durableObject) b.push(`(name = "SLUICE_LIMITER", durableObjectNamespace = ${JSON.stringify(durableObject)})`);
+  const capnp = `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    (name = "main", worker = .worker),
+    (name = "internet", network = (allow = ["public", "private", "local"])),
+    (name = "do-disk", disk = (path = ${JSON.stringify(join(dir, "do"))}, writable = true)),
+  ],
+  sockets = [(name = "http", address = "127.0.0.1:${port}", http = (), service = "main")],
+);
+const worker :Workerd.Worker = (
+  modules = [(name = "worker.js", esModule = embed ${JSON.stringify(relative(dir, script))})],
+  compatibilityDate = ${JSON.stringify(COMPAT.compatibilityDate)},
+  compatibilityFlags = ${JSON.stringify(COMPAT.compatibilityFlags)},
+  bindings = [${b.join(", ")}],
+  ${
+    durableObject
+      ? `durableObjectNamespaces = [(className = ${JSON.stringify(durableObject)}, uniqueKey = "${name}", enableSql = true)],
+  durableObjectStorage = (localDisk = "do-disk"),`
+      : ""
+  }
+  globalOutbound = "internet",
+);
+`;
+  const file = join(dir, "config.capnp");
+  writeFileSync(file, capnp);
+  const inspector = profile ? `127.0.0.1:${await freePort()}` : undefined;
+  const child = spawn(
+    join(root, "node_modules/.bin/workerd"),
+    ["serve", file, ...(inspector ? ["-i", inspector] : [])],
+    {
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
+  let stderr = "";
+  child.stderr.on("data", (d) => {
+    // The last 16 KB: what workerd said most recently (startup errors, uncaught exceptions).
+    stderr = (stderr + d).slice(-16_384);
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    if (child.exitCode !== null) throw new Error(`workerd exited: ${stderr}`);
+    try {
+      await fetch(`${url}/__bench/ping`, { headers: { "x-api-key": "warm-up" } });
+      break;
+    } catch {
+      if (i > 200) throw new Error(`workerd did not start: ${stderr}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    url,
+    name,
+    stderr: () => stderr,
+    profiler: inspector ? await inspect(inspector) : undefined,
+    mf: {
+      dispose: () =>
+        new Promise((resolve) => {
+          if (child.exitCode !== null) return resolve();
+          child.once("exit", resolve);
+          child.kill("SIGTERM");
+        }),
+    },
+  };
+}
