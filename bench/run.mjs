@@ -76,7 +76,8 @@ const WRK = (() => {
     return e.status === 1 ? "wrk" : undefined;
   }
 })();
-const LOADGEN = WRK ? "wrk" : "autocannon";
+// Smoke runs are counted in requests, which only autocannon does.
+const LOADGEN = WRK && mode !== "smoke" ? "wrk" : "autocannon";
 
 /** A timed run with wrk: same summary shape as autocannon's. */
 function wrk(url, { keys, duration }) {
