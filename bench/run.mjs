@@ -23,7 +23,7 @@ const only = [...args]
   .split(",");
 const wanted = (row) => !only || only.includes(row);
 const mode = args.has("--smoke") ? "smoke" : args.has("--quick") ? "quick" : "full";
-const DURATION = { smoke: 0, quick: 4, full: 15 }[mode];
+const DURATION = { smoke: 0, quick: 3, full: 15 }[mode];
 const WARMUP = { smoke: 0, quick: 1, full: 3 }[mode];
 const SMOKE_REQUESTS = 300;
 const CONNECTIONS = mode === "smoke" ? 8 : 32;
@@ -150,7 +150,7 @@ function summarize(r) {
 async function measure(target, opts = {}) {
   if (mode === "smoke") return summarize(await load(target.url, { ...opts, amount: SMOKE_REQUESTS }));
   // Every key's object exists before the clock starts: the row measures the steady state, not creation.
-  if ((opts.keys ?? 1) > 1) await load(target.url, { ...opts, amount: opts.keys * 2 });
+  if ((opts.keys ?? 1) > 1) await load(target.url, { ...opts, amount: opts.keys });
   if (WARMUP > 0) await load(target.url, { ...opts, duration: WARMUP });
   await target.reset?.();
   await target.profiler?.start();
