@@ -26,7 +26,7 @@ const mode = args.has("--smoke") ? "smoke" : args.has("--quick") ? "quick" : "fu
 const DURATION = { smoke: 0, quick: 3, full: 15 }[mode];
 const WARMUP = { smoke: 0, quick: 1, full: 3 }[mode];
 const SMOKE_REQUESTS = 300;
-const CONNECTIONS = mode === "smoke" ? 8 : 32;
+const CONNECTIONS = mode === "smoke" ? 8 : Number(process.env.BENCH_CONNECTIONS ?? 32);
 const REJECT_LIMIT = 100;
 const PROFILE = args.has("--profile");
 const serveWorkerd = (name, script, bindings, durableObject) =>

@@ -26,7 +26,7 @@ const HEX = Array.from({ length: 256 }, (_, b) => b.toString(16).padStart(2, "0"
 export async function sha256Hex(text: string): Promise<string> {
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", encoder.encode(text)));
   let out = "";
-  for (const b of digest) out += HEX[b];
+  for (let i = 0; i < digest.length; i++) out += HEX[digest[i] as number];
   return out;
 }
 
