@@ -32,6 +32,7 @@ after(async () => {
   origin?.closeAllConnections();
   await new Promise((r) => origin?.close(r));
   rmSync(state, { recursive: true, force: true });
+  rmSync(join(root, "test/fixtures/persist/.wrangler"), { recursive: true, force: true });
 });
 
 /** Starts wrangler dev on `port` with the persisted state, and waits until it answers. */
