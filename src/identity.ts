@@ -10,12 +10,13 @@ export interface Identity {
 
 /**
  * The string that is hashed for an identity. An API key is hashed as it is, so
- * `printf %s "$KEY" | sha256sum` gives its keyId; an address is hashed as "ip:<address>" and a key
- * that itself starts with "ip:" gets a "key:" prefix, so no API key can share an address's bucket.
+ * `printf %s "$KEY" | sha256sum` gives its keyId; an address is hashed as "ip:<address>" and the
+ * anonymous caller as "anonymous:". A key that itself starts with "ip:", "anonymous:" or "key:"
+ * gets a "key:" prefix, so no API key can be chosen to share an address's or the anonymous bucket.
  */
 export function identityString(source: string, value: string): string {
   if (source === "ip") return `ip:${value}`;
-  return value.startsWith("ip:") || value.startsWith("key:") ? `key:${value}` : value;
+  return value.startsWith("ip:") || value.startsWith("anonymous:") || value.startsWith("key:") ? `key:${value}` : value;
 }
 
 const encoder = new TextEncoder();
@@ -44,6 +45,9 @@ export function readSource(req: Request, url: URL, source: string): string | und
   return v ? v : undefined;
 }
 
+/** What the anonymous caller (no identity source present) is hashed as. */
+const ANONYMOUS = "anonymous:";
+
 /**
  * Resolves the caller from the configured sources, first present wins. A request with none of
  * them is "anonymous": all such requests share one bucket, so leaving out a key never escapes
@@ -54,7 +58,7 @@ export async function resolveIdentity(req: Request, url: URL, sources: readonly 
     const value = readSource(req, url, source);
     if (value !== undefined) return fromHash(source, await sha256Hex(identityString(source, value)));
   }
-  return fromHash("anonymous", await sha256Hex("anonymous:"));
+  return fromHash("anonymous", await sha256Hex(ANONYMOUS));
 }
 
 function fromHash(source: string, hash: string): Identity {

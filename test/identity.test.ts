@@ -63,6 +63,17 @@ describe("identity", () => {
     expect(await statuses(3, "/", { config })).toEqual([200, 200, 429]);
   });
 
+  it('an API key spelled "anonymous:" does not share the anonymous bucket', async () => {
+    setClock(T0);
+    const config = {
+      policies: [{ name: unique("anon"), limit: 1, window: "1m" }],
+      identity: ["header:x-api-key"],
+    };
+    expect((await send("/", { headers: { "x-api-key": "anonymous:" }, config })).status).toBe(200);
+    expect((await send("/", { headers: { "x-api-key": "anonymous:" }, config })).status).toBe(429);
+    expect((await send("/", { config })).status).toBe(200);
+  });
+
   it("keyId is the first 16 hex digits of SHA-256 of the key", async () => {
     expect(await sha256Hex("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   });
