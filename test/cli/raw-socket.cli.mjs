@@ -42,7 +42,11 @@ before(async () => {
   sluice = await serveWorkerd(
     "raw-socket",
     script,
-    { ORIGIN_URL: `http://127.0.0.1:${origin.address().port}/base`, SLUICE_CONFIG: JSON.stringify(config) },
+    {
+      ORIGIN_URL: `http://127.0.0.1:${origin.address().port}/base`,
+      SLUICE_CONFIG: JSON.stringify(config),
+      SLUICE_ADMIN_TOKEN: "raw-socket-admin-token-0123456789",
+    },
     "SluiceLimiter",
   );
   port = Number(new URL(sluice.url).port);
@@ -152,6 +156,21 @@ test("Content-Length and Transfer-Encoding together: no request smuggled past th
   );
 });
 
+test("Transfer-Encoding before a short Content-Length: no prefix of a second request survives", async () => {
+  // Content-Length says 6 bytes ("0\r\n\r\nG"), chunked says the body ends after "0\r\n\r\n": a
+  // back end trusting the other header would read "G" as the start of the next request.
+  const { codes, seen } = await hostile(
+    `POST /b HTTP/1.1\r\n${H}Transfer-Encoding: chunked\r\nContent-Length: 6\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n${H}Connection: close\r\n\r\n`,
+  );
+  assert.equal(codes[0], 200);
+  assert.deepEqual(
+    seen.map((s) => s.url),
+    ["/base/b"],
+  );
+  // What reaches the origin is framed once, by workerd: never Content-Length beside Transfer-Encoding.
+  for (const s of seen) assert.ok(!(s.headers["content-length"] && s.headers["transfer-encoding"]));
+});
+
 test("two different Content-Length headers", async () => {
   const { codes } = await hostile(`POST /a HTTP/1.1\r\n${H}Content-Length: 3\r\nContent-Length: 40\r\n\r\nabc`);
   assert.deepEqual(codes, [400]);
@@ -235,9 +254,53 @@ test("a 64 KB request line", async () => {
   assert.deepEqual(codes, [414]);
 });
 
-test("HTTP/0.9 and HTTP/2.0 request lines", async () => {
+test("a 64 KB header block", async () => {
+  const { codes } = await hostile(
+    `GET /big HTTP/1.1\r\n${H}X-Big: ${"b".repeat(64 * 1024)}\r\nConnection: close\r\n\r\n`,
+  );
+  assert.equal(codes.length, 1);
+  assert.ok([400, 431].includes(codes[0]), String(codes));
+});
+
+test("HTTP/0.9, HTTP/2.0 and other versions in a request line", async () => {
   assert.deepEqual((await hostile("GET /\r\n\r\n")).codes, [400]);
-  assert.deepEqual((await hostile(`GET / HTTP/2.0\r\n${H}\r\n`)).codes, [400]);
+  for (const v of ["HTTP/2.0", "HTTP/3", "HTTP/1.10", "HTTP/1", "http/1.1", "HTTP/1.1 x"]) {
+    assert.deepEqual((await hostile(`GET /v ${v}\r\n${H}\r\n`)).codes, [400], v);
+  }
+  // The HTTP/2 connection preface on an HTTP/1 socket: workerd closes the connection without an
+  // answer (hostile() has checked that nothing reached the origin).
+  const preface = await hostile("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+  assert.deepEqual(preface.codes, []);
+  assert.equal(preface.transcript, "");
+});
+
+test("admin paths over the wire, without the token: 401, never proxied", async () => {
+  for (const path of ["/__sluice/keys/usage?key=raw-socket", "//__sluice/keys/usage", "/%5F%5Fsluice/keys/counters"]) {
+    const { codes, seen } = await hostile(`DELETE ${path} HTTP/1.1\r\n${H}Connection: close\r\n\r\n`);
+    assert.deepEqual(codes, [401], path);
+    assert.equal(seen.length, 0, path);
+  }
+});
+
+test("a non-ASCII key is hashed as the bytes sent: its own bucket, never echoed", async () => {
+  // The UTF-8 bytes of "é✓" in X-Api-Key reach the worker as one Latin-1 character per byte.
+  const key = Buffer.from("raw-socket-\xc3\xa9\xe2\x9c\x93", "latin1");
+  const request = (path) =>
+    Buffer.concat([
+      Buffer.from(`GET /${path} HTTP/1.1\r\nHost: api.example.test\r\nX-Api-Key: `, "latin1"),
+      key,
+      Buffer.from("\r\nConnection: close\r\n\r\n", "latin1"),
+    ]);
+  const first = await hostile(request("u1"));
+  const second = await hostile(request("u2"));
+  const remaining = [first, second].flatMap((r) =>
+    responses(r.transcript).map((x) => [x.status, /^x-ratelimit-remaining: *(\d+)/im.exec(x.head)?.[1]]),
+  );
+  assert.deepEqual(remaining, [
+    [200, "999"],
+    [200, "998"],
+  ]);
+  for (const r of [first, second]) assert.ok(!r.transcript.includes(key.toString("latin1")));
 });
 
 test("Host missing, or given twice", async () => {
