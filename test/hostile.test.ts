@@ -786,18 +786,6 @@ describe("(e) paths built to escape the origin: the origin host, under its base 
     const seen = await originLog(testId);
     expect(seen.map((s) => [s.host, s.url])).toEqual([[ORIGIN_HOST, expected]]);
   });
-
-  it("ORIGIN_URL unset: an absolute URL naming another host than Host is refused, not fetched", async () => {
-    const testId = unique("t");
-    const res = await send(`${ORIGIN}/x`, {
-      headers: { "x-test-id": testId, host: "api.example.test" },
-      config: open,
-      bindings: { ORIGIN_URL: undefined },
-    });
-    expect(res.status).toBe(400);
-    expect(await res.json()).toEqual({ error: "invalid_host" });
-    expect(await originLog(testId)).toEqual([]);
-  });
 });
 
 // =============================================================================================
