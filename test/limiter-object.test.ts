@@ -64,6 +64,24 @@ describe("SluiceLimiter Durable Object", () => {
     expect(after.outcomes[0]?.retryAfterMs).toBe(30 * 60_000);
   });
 
+  it("a quiet object writes within the call, with no alarm; a busy one at most once per FLUSH_MS", async () => {
+    setClock(T0);
+    const stub = stubFor();
+    const item = [rate("hourly", 10, 3_600_000)];
+    await stub.check(item);
+    // Nothing written for FLUSH_MS (a fresh object): the count is on disk when the call returns.
+    expect(await runInDurableObject(stub, (_i, state) => state.storage.getAlarm())).toBeNull();
+    expect(await storedCounters(stub)).toHaveLength(1);
+    // A second change within FLUSH_MS of that write waits for an alarm due FLUSH_MS after it.
+    await stub.check(item);
+    const alarmAt = await runInDurableObject(stub, (_i, state) => state.storage.getAlarm());
+    expect(alarmAt).not.toBeNull();
+    expect((alarmAt as number) - Date.now()).toBeLessThanOrEqual(FLUSH_MS);
+    expect(await runDurableObjectAlarm(stub)).toBe(true);
+    await evictDurableObject(stub);
+    expect((await stub.peek(item))[0]?.remaining).toBe(8);
+  });
+
   it("a crash loses at most what was admitted since the last flush", async () => {
     setClock(T0);
     const stub = stubFor();

@@ -13,10 +13,10 @@ import {
 } from "../limiter/index.ts";
 
 /**
- * Dirty counters reach SQLite at most this long after they change. It is the bound on what a crash
- * of the object can lose (the units admitted in the last FLUSH_MS), traded for one storage write
- * per policy per second instead of one per request. Eviction loses nothing: workerd evicts only
- * idle objects, long after the flush alarm has run.
+ * Dirty counters reach SQLite at most this long after they change (see scheduleFlush). It is the
+ * bound on what a crash of the object can lose (the units admitted in the last FLUSH_MS), traded
+ * for at most one storage write per policy per second instead of one per request. Eviction loses
+ * nothing: workerd evicts only idle objects, long after the flush alarm has run.
  */
 export const FLUSH_MS = 1_000;
 /** Usage is counted in hourly buckets, kept for 30 days. */
@@ -99,6 +99,8 @@ export class SluiceLimiter extends DurableObject {
   private readonly dirty = new Set<string>();
   private readonly dirtyHours = new Set<number>();
   private flushScheduled = false;
+  /** When counters were last written (wall clock, ms). */
+  private lastFlushAt = 0;
   private lastNow = 0;
   /** Until then (limiter clock) a booking of a request that spans objects may still be undone. */
   private refundableUntil = 0;
@@ -383,11 +385,21 @@ export class SluiceLimiter extends DurableObject {
     this.dirtyHours.add(hour);
   }
 
+  /**
+   * Makes sure what changed reaches SQLite within FLUSH_MS. An object that has not written for
+   * FLUSH_MS (a key with little traffic) writes at once, within the call: one write, no alarm. A
+   * busy one sets an alarm for FLUSH_MS after its last write, so it writes at most once a second.
+   * Wall-clock time on purpose: this is about durability, not about the limiter's clock.
+   */
   private scheduleFlush(): void {
     if (this.flushScheduled || (this.dirty.size === 0 && this.dirtyHours.size === 0)) return;
+    const now = Date.now();
+    if (now - this.lastFlushAt >= FLUSH_MS) {
+      this.flush();
+      return;
+    }
     this.flushScheduled = true;
-    // Wall-clock time on purpose: the alarm is about durability, not about the limiter's clock.
-    void this.ctx.storage.setAlarm(Date.now() + FLUSH_MS);
+    void this.ctx.storage.setAlarm(this.lastFlushAt + FLUSH_MS);
   }
 
   override async alarm(): Promise<void> {
@@ -397,6 +409,7 @@ export class SluiceLimiter extends DurableObject {
 
   /** Writes every changed counter and usage bucket; drops rows nothing needs any more. */
   flush(): void {
+    this.lastFlushAt = Date.now();
     const now = this.now();
     const sql = this.ctx.storage.sql;
     for (const policy of this.dirty) {
