@@ -16,7 +16,7 @@ import { build, COMPAT, serveWorkerd as serveOnWorkerd } from "./workerd.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = new Set(process.argv.slice(2));
-// --rows=bare,allowed,keys,rejected,cf,hono,half runs only those rows (bare always runs).
+// --rows=bare,floor,allowed,keys,rejected,cf,hono,half runs only those rows (bare always runs).
 const only = [...args]
   .find((a) => a.startsWith("--rows="))
   ?.slice(7)
@@ -155,15 +155,28 @@ function summarize(r) {
 }
 
 async function measure(target, opts = {}) {
-  if (mode === "smoke") return summarize(await load(target.url, { ...opts, amount: SMOKE_REQUESTS }));
+  if (mode === "smoke") return withCpu(target, () => load(target.url, { ...opts, amount: SMOKE_REQUESTS }));
   // Every key's object exists before the clock starts: the row measures the steady state, not creation.
   if ((opts.keys ?? 1) > 1) await load(target.url, { ...opts, amount: opts.keys });
   if (WARMUP > 0) await load(target.url, { ...opts, duration: WARMUP });
   await target.reset?.();
   await target.profiler?.start();
-  const r = summarize(await load(target.url, { ...opts, duration: DURATION }));
+  const r = await withCpu(target, () => load(target.url, { ...opts, duration: DURATION }));
   await saveProfile(target, `${target.name}${opts.keys > 1 ? `-${opts.keys}-keys` : ""}`);
   return r;
+}
+
+/**
+ * Runs one load and adds the workerd process's CPU time per request (µs, every thread), when the
+ * target runs on workerd directly: a figure that depends far less on the machine's other work
+ * than requests/s does.
+ */
+async function withCpu(target, run) {
+  const before = target.cpuMs?.();
+  const r = summarize(await run());
+  const after = target.cpuMs?.();
+  const cpuUs = before === undefined || after === undefined ? undefined : ((after - before) * 1000) / r.total;
+  return { ...r, cpuUs };
 }
 
 async function saveProfile(target, name) {
@@ -181,6 +194,7 @@ async function main() {
   mkdirSync(out, { recursive: true });
   const sluiceScript = build("bench/wrangler.sluice.toml", join(out, "sluice"));
   const honoScript = build("bench/wrangler.hono-rate-limiter.toml", join(out, "hono"));
+  const floorScript = wanted("floor") ? build("bench/wrangler.rpc-floor.toml", join(out, "floor")) : undefined;
   const origin = await startOrigin();
   const rows = [];
   const cleanup = [];
@@ -223,7 +237,25 @@ async function main() {
       return rps;
     };
 
-    // 2-3. Sluice, allowed path: one key under its limit, then 1,000 distinct keys.
+    // 2. The floor of any per-request Durable Object limiter: one no-op RPC call, then the bare
+    // proxy's fetch(). Sluice's allowed path cannot be faster than this and stay exact.
+    if (floorScript) {
+      const f = await serveWorkerd("floor", floorScript, { ORIGIN_URL: origin.url }, "FloorObject");
+      cleanup.push(() => f.mf.dispose());
+      const calls = async () => (await (await fetch(`${f.url}/__bench/calls`)).json()).calls ?? 0;
+      const base = await pairedBase();
+      const r = await measure({ ...f, reset: calls });
+      rows.push({
+        name: "floor: one no-op Durable Object call, then proxy",
+        ...r,
+        doCalls: (await calls()) / Math.max(1, r.total),
+        over: "-",
+        base,
+      });
+      await f.mf.dispose();
+    }
+
+    // 3-4. Sluice, allowed path: one key under its limit, then 1,000 distinct keys.
     for (const keys of [1, 1000].filter((k) => wanted(k === 1 ? "allowed" : "keys"))) {
       const s = await sluice(sluiceConfig(1_000_000_000, "1h"));
       const base = await pairedBase();
@@ -240,14 +272,14 @@ async function main() {
       await s.mf.dispose();
     }
 
-    // 4. Sluice, rejected path: one key over its limit (REJECT_LIMIT per hour, exact sliding window).
+    // 5. Sluice, rejected path: one key over its limit (REJECT_LIMIT per hour, exact sliding window).
     if (wanted("rejected")) {
       const s = await sluice(sluiceConfig(REJECT_LIMIT, "1h"));
       const base = await pairedBase();
       await s.reset();
       await s.profiler?.start();
-      const r = summarize(
-        await load(s.url, mode === "smoke" ? { amount: SMOKE_REQUESTS } : { duration: DURATION + WARMUP }),
+      const r = await withCpu(s, () =>
+        load(s.url, mode === "smoke" ? { amount: SMOKE_REQUESTS } : { duration: DURATION + WARMUP }),
       );
       await saveProfile(s, "sluice-rejected");
       const calls = await s.calls();
@@ -263,7 +295,7 @@ async function main() {
       await s.mf.dispose();
     }
 
-    // 5. Cloudflare's rate-limit binding (miniflare's local emulation), as its docs use it.
+    // 6. Cloudflare's rate-limit binding (miniflare's local emulation), as its docs use it.
     if (wanted("cf")) {
       const cf = await serve({
         scriptPath: join(root, "bench/workers/cf-ratelimit.js"),
@@ -276,7 +308,7 @@ async function main() {
       await cf.mf.dispose();
     }
 
-    // 6. hono-rate-limiter with its default in-memory store.
+    // 7. hono-rate-limiter with its default in-memory store.
     if (wanted("hono")) {
       const h = await serveWorkerd("hono", honoScript, {
         ORIGIN_URL: origin.url,
@@ -289,7 +321,7 @@ async function main() {
       await h.mf.dispose();
     }
 
-    // 7. Latency at half the bare proxy's capacity: what Sluice adds to p99 when not saturated.
+    // 8. Latency at half the bare proxy's capacity: what Sluice adds to p99 when not saturated.
     let half;
     if (mode !== "smoke" && wanted("half")) {
       const rate = Math.max(100, Math.round(bareRes.rps / 2));
@@ -346,15 +378,15 @@ function fmt(n, d = 0) {
 
 function render(rows, base, half, bareRuns) {
   const lines = [
-    "| path | requests/s | p50 ms | p99 ms | ratio to bare | DO calls/request | over limit at origin | statuses |",
-    "|---|---:|---:|---:|---:|---:|---:|---|",
+    "| path | requests/s | p50 ms | p99 ms | ratio to bare | workerd CPU µs/request | DO calls/request | over limit at origin | statuses |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---|",
   ];
   for (const r of rows) {
     const st = Object.entries(r.statuses)
       .map(([k, v]) => `${k}: ${v}`)
       .join(", ");
     lines.push(
-      `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${fmt(r.rps / (r.base ?? base), 2)}x | ${fmt(r.doCalls, 3)} | ${r.over} | ${st} |`,
+      `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${fmt(r.rps / (r.base ?? base), 2)}x | ${r.cpuUs === undefined ? "-" : fmt(r.cpuUs)} | ${fmt(r.doCalls, 3)} | ${r.over} | ${st} |`,
     );
   }
   if (bareRuns.length > 1) {

@@ -1,7 +1,7 @@
 // Serving a bundled worker on workerd itself (not through wrangler dev), from a generated capnp
 // config: used by the bench (bench/run.mjs) and by the raw-socket tests (test/cli/raw-socket.cli.ts).
 import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,6 +29,29 @@ export function build(config, outdir) {
   const main = readdirSync(outdir).find((f) => f.endsWith(".js"));
   if (!main) throw new Error(`no bundle in ${outdir}`);
   return join(outdir, main);
+}
+
+const TICKS_PER_S = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/**
+ * CPU time (user + system, every thread) a process has used so far, in ms, from /proc (Linux);
+ * undefined elsewhere. Unlike requests/s it hardly depends on what else the machine is doing.
+ */
+export function cpuMs(pid) {
+  try {
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1000) / TICKS_PER_S;
+  } catch {
+    return undefined;
+  }
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
@@ -108,6 +131,7 @@ const worker :Workerd.Worker = (
     url,
     name,
     stderr: () => stderr,
+    cpuMs: () => cpuMs(child.pid),
     profiler: inspector ? await inspect(inspector) : undefined,
     mf: {
       dispose: () =>
