@@ -41,6 +41,11 @@ function startOrigin() {
   });
 }
 
+/** Durable Object calls a bench worker counted since last asked (its /__bench/calls endpoint). */
+async function callsSince(url) {
+  return (await (await fetch(`${url}/__bench/calls`)).json()).calls ?? 0;
+}
+
 async function originStats(origin) {
   return (await fetch(`${origin.url}/__stats`)).json();
 }
@@ -212,7 +217,7 @@ async function main() {
         "BenchLimiter",
       );
       cleanup.push(() => s.mf.dispose());
-      const calls = async () => (await (await fetch(`${s.url}/__bench/calls`)).json()).calls ?? 0;
+      const calls = () => callsSince(s.url);
       const reset = async () => {
         await calls();
         await originStats(origin);
@@ -242,13 +247,12 @@ async function main() {
     if (floorScript) {
       const f = await serveWorkerd("floor", floorScript, { ORIGIN_URL: origin.url }, "FloorObject");
       cleanup.push(() => f.mf.dispose());
-      const calls = async () => (await (await fetch(`${f.url}/__bench/calls`)).json()).calls ?? 0;
       const base = await pairedBase();
-      const r = await measure({ ...f, reset: calls });
+      const r = await measure({ ...f, reset: () => callsSince(f.url) });
       rows.push({
         name: "floor: one no-op Durable Object call, then proxy",
         ...r,
-        doCalls: (await calls()) / Math.max(1, r.total),
+        doCalls: (await callsSince(f.url)) / Math.max(1, r.total),
         over: "-",
         base,
       });
@@ -395,19 +399,10 @@ function render(rows, base, half, bareRuns) {
       `Each ratio is against the bare proxy measured just before that row: ${bareRuns.map((r) => fmt(r)).join(", ")} requests/s over this run.`,
     );
   }
-  if (half) {
-    lines.push(
-      "",
-      `At half the bare proxy's capacity (${fmt(half.rate)} requests/s, fixed rate, ${fixedRateConnections(half.rate)} connections): p99 bare ${fmt(half.bare.p99, 1)} ms, Sluice ${fmt(half.sluice.p99, 1)} ms, added ${fmt(half.sluice.p99 - half.bare.p99, 1)} ms (p50 ${fmt(half.bare.p50, 1)} -> ${fmt(half.sluice.p50, 1)} ms).`,
-    );
-    if (half.own) {
-      const o = half.own;
-      lines.push(
-        "",
-        `At half of Sluice's own allowed capacity (${fmt(o.rate)} requests/s, fixed rate, ${fixedRateConnections(o.rate)} connections): p99 bare ${fmt(o.bare.p99, 1)} ms, Sluice ${fmt(o.sluice.p99, 1)} ms, added ${fmt(o.sluice.p99 - o.bare.p99, 1)} ms (p50 ${fmt(o.bare.p50, 1)} -> ${fmt(o.sluice.p50, 1)} ms).`,
-      );
-    }
-  }
+  const atRate = (what, h) =>
+    `At ${what} (${fmt(h.rate)} requests/s, fixed rate, ${fixedRateConnections(h.rate)} connections): p99 bare ${fmt(h.bare.p99, 1)} ms, Sluice ${fmt(h.sluice.p99, 1)} ms, added ${fmt(h.sluice.p99 - h.bare.p99, 1)} ms (p50 ${fmt(h.bare.p50, 1)} -> ${fmt(h.sluice.p50, 1)} ms).`;
+  if (half) lines.push("", atRate("half the bare proxy's capacity", half));
+  if (half?.own) lines.push("", atRate("half of Sluice's own allowed capacity", half.own));
   return lines.join("\n");
 }
 

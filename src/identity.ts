@@ -16,8 +16,14 @@ export interface Identity {
  */
 export function identityString(source: string, value: string): string {
   if (source === "ip") return `ip:${value}`;
-  return value.startsWith("ip:") || value.startsWith("anonymous:") || value.startsWith("key:") ? `key:${value}` : value;
+  return RESERVED_PREFIXES.some((p) => value.startsWith(p)) ? `key:${value}` : value;
 }
+
+/** What the anonymous caller (no identity source present) is hashed as. */
+const ANONYMOUS = "anonymous:";
+
+/** Prefixes of the other identities' strings, which no API key may be hashed as. */
+const RESERVED_PREFIXES = ["ip:", ANONYMOUS, "key:"];
 
 const encoder = new TextEncoder();
 
@@ -45,8 +51,8 @@ export function readSource(req: Request, url: URL, source: string): string | und
   return v ? v : undefined;
 }
 
-/** What the anonymous caller (no identity source present) is hashed as. */
-const ANONYMOUS = "anonymous:";
+/** Its hash, computed on the first anonymous request of the isolate (it never changes). */
+let anonymousHash: string | undefined;
 
 /**
  * Resolves the caller from the configured sources, first present wins. A request with none of
@@ -58,7 +64,8 @@ export async function resolveIdentity(req: Request, url: URL, sources: readonly 
     const value = readSource(req, url, source);
     if (value !== undefined) return fromHash(source, await sha256Hex(identityString(source, value)));
   }
-  return fromHash("anonymous", await sha256Hex(ANONYMOUS));
+  anonymousHash ??= await sha256Hex(ANONYMOUS);
+  return fromHash("anonymous", anonymousHash);
 }
 
 function fromHash(source: string, hash: string): Identity {

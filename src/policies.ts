@@ -1,7 +1,7 @@
 import { TrieRouter } from "hono/router/trie-router";
 import type { Policy, SluiceConfig } from "./config.ts";
 import type { CheckItem } from "./durable-objects/limiter.ts";
-import { type Identity, sha256Hex } from "./identity.ts";
+import { type Identity, identityString, sha256Hex } from "./identity.ts";
 
 /** Finds the policies that count a request: method in `methods` and path matching a pattern. */
 export class PolicyMatcher {
@@ -113,8 +113,12 @@ export async function planBuckets(
     if (scope === "key") v = `key=${identity.keyId}`;
     else if (scope === "global") v = "global";
     else if (scope === "ip") {
-      const ip = req.headers.get("cf-connecting-ip");
-      v = `ip=${ip ? (await sha256Hex(`ip:${ip}`)).slice(0, 16) : "-"}`;
+      // A caller identified by address has that address's hash already (the same string hashed).
+      if (identity.source === "ip") v = `ip=${identity.keyId}`;
+      else {
+        const ip = req.headers.get("cf-connecting-ip");
+        v = `ip=${ip ? (await sha256Hex(identityString("ip", ip))).slice(0, 16) : "-"}`;
+      }
     } else {
       const value = req.headers.get(scope.slice(7))?.trim();
       v = `${scope.toLowerCase()}=${value ? (await sha256Hex(`${scope.toLowerCase()}:${value}`)).slice(0, 16) : "-"}`;

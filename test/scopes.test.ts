@@ -67,6 +67,22 @@ describe("scopes: what one counter is shared by", () => {
     expect(elsewhere.headers.get("X-RateLimit-Remaining")).toBe("1");
   });
 
+  it("ip: the address's bucket is the same whether the caller is identified by key or by address", async () => {
+    const ip = uniqueIp();
+    const expected = `scope:ip=${(await sha256Hex(`ip:${ip}`)).slice(0, 16)}`;
+    const policies: SluiceConfigInput["policies"] = [{ name: "per-ip", limit: 2, window: "1m", scope: ["ip"] }];
+    const byKey = await bucketNames(
+      { identity: ["header:x-api-key"], policies },
+      { "cf-connecting-ip": ip, "x-api-key": unique() },
+    );
+    const byAddress = await bucketNames({ identity: ["ip"], policies }, { "cf-connecting-ip": ip });
+    expect(byKey).toEqual([expected]);
+    expect(byAddress).toEqual([expected]);
+    expect(await bucketNames({ identity: ["ip"], policies }, { "cf-connecting-ip": uniqueIp() })).not.toEqual([
+      expected,
+    ]);
+  });
+
   it("header:<name>: all tokens of a workspace share its limit, and other workspaces are untouched", async () => {
     setClock(T0);
     const config: SluiceConfigInput = {
