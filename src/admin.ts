@@ -1,5 +1,7 @@
 import { Hono } from "hono";
 import * as z from "zod/mini";
+import { reportNow } from "./admit.ts";
+import { allowances } from "./allowance.ts";
 import { blockedCache } from "./blocked-cache.ts";
 import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "./config.ts";
 import type { Override, SluiceLimiter } from "./durable-objects/limiter.ts";
@@ -106,9 +108,11 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   app.get("/keys/usage", async (c) => {
     const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
     const stub = stubFor(c.env, keyId);
-    // Rejections this isolate answered from its cache and has not reported yet count too.
+    // Rejections this isolate answered from its cache, and requests it admitted from allowances,
+    // that it has not reported yet count too.
     const unreported = blockedCache.takeUnreported(perKeyName(keyId));
     if (unreported > 0) await stub.countRejected(unreported);
+    await reportNow(stub, perKeyName(keyId), true);
     const [outcomes, usage, overrides] = await Promise.all([
       stub.peek(policies.map(itemOf)),
       stub.usageTotals(),
@@ -158,6 +162,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     if (issues.length > 0) throw badRequest(issues);
     await stubFor(c.env, keyId).setOverride(policy.name, override);
     blockedCache.clear();
+    allowances.retireObject(perKeyName(keyId));
     logEvent("sluice.override_set", { keyId, policy: policy.name, ...override });
     return c.json({
       keyId,
@@ -174,6 +179,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     const keyId = await keyIdFrom(parsed.data.key, parsed.data.keyId);
     const removed = await stubFor(c.env, keyId).deleteOverride(parsed.data.policy);
     blockedCache.clear();
+    allowances.retireObject(perKeyName(keyId));
     logEvent("sluice.override_deleted", { keyId, policy: parsed.data.policy, removed });
     return c.json({ keyId, policy: parsed.data.policy, removed });
   });
@@ -182,6 +188,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
     await stubFor(c.env, keyId).resetCounters();
     blockedCache.clear();
+    allowances.retireObject(perKeyName(keyId));
     logEvent("sluice.counters_reset", { keyId });
     return c.json({ keyId, reset: true });
   });

@@ -123,6 +123,7 @@ const configSchema = z.strictObject({
     ),
     "/__sluice",
   ),
+  allowance: z._default(z.enum(["auto", "off"]), "auto"),
 });
 
 /** Duplicate names, found on the raw input so they are reported beside every other issue. */
@@ -182,6 +183,8 @@ export interface SluiceConfig {
   storeTimeoutMs: number;
   originTimeoutMs: number;
   adminPath: string;
+  /** "auto": isolates admit from allowances their objects grant (docs/algorithms.md); "off": every request asks. */
+  allowance: "auto" | "off";
 }
 
 /** Thrown when SLUICE_CONFIG does not validate; `issues` names each bad field. */
@@ -237,6 +240,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
     storeTimeoutMs: c.storeTimeoutMs,
     originTimeoutMs: c.originTimeoutMs,
     adminPath: c.adminPath,
+    allowance: c.allowance,
     policies: c.policies.map((p): Policy => {
       const base: PolicyBase = {
         name: p.name,

@@ -175,7 +175,7 @@ describe("the blocked-until cache and undos (requests that span objects)", () =>
     // Another request, in flight elsewhere, has booked the workspace's last unit and will undo it
     // (its token's own object refused it).
     const stub = await workspaceStub(ws);
-    const booked = await stub.check(wsItems, "", 60_000, false, 0, 2000);
+    const booked = await stub.check(wsItems, { refundableMs: 2000 });
     expect(booked.allowed).toBe(true);
     const refused = await call(unique("tok"));
     expect(refused.status).toBe(429);

@@ -151,12 +151,12 @@ describe("concurrency policies", () => {
         mode: "enforce",
       },
     ];
-    expect((await stub.check(item, "lost-lease", 90_000)).allowed).toBe(true);
-    expect((await stub.check(item, "other", 90_000)).allowed).toBe(false);
+    expect((await stub.check(item, { leaseId: "lost-lease", leaseMs: 90_000 })).allowed).toBe(true);
+    expect((await stub.check(item, { leaseId: "other", leaseMs: 90_000 })).allowed).toBe(false);
     advance(89_999);
-    expect((await stub.check(item, "other", 90_000)).allowed).toBe(false);
+    expect((await stub.check(item, { leaseId: "other", leaseMs: 90_000 })).allowed).toBe(false);
     advance(1);
-    expect((await stub.check(item, "other", 90_000)).allowed).toBe(true);
+    expect((await stub.check(item, { leaseId: "other", leaseMs: 90_000 })).allowed).toBe(true);
   });
 
   it("concurrency and rate policies are all-or-nothing together", async () => {

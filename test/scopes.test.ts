@@ -193,6 +193,8 @@ describe("one Durable Object per bucket", () => {
     setClock(T0);
     const [t1, t2, ws] = [unique("tok"), unique("tok"), unique("ws")];
     const config: SluiceConfigInput = {
+      // Every request asks its objects, so the calls can be counted (allowances: test/allowances.test.ts).
+      allowance: "off",
       identity: ["bearer"],
       policies: [
         { name: "per-token", limit: 10, window: "1m" },
@@ -219,7 +221,10 @@ describe("one Durable Object per bucket", () => {
 });
 
 describe("all or nothing across objects", () => {
+  // The objects' counters are read directly here, so every request asks them; the same rule with
+  // allowances (local units given back when another object refuses) is in test/allowances.test.ts.
   const config: SluiceConfigInput = {
+    allowance: "off",
     identity: ["bearer"],
     policies: [
       { name: "per-token", limit: 3, window: "1m" },

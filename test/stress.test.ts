@@ -22,12 +22,13 @@ const CLIENTS = 64;
 const KEYS = 8;
 const STEP = 1_500;
 
-const config: SluiceConfigInput = {
+const configFor = (allowance: "auto" | "off"): SluiceConfigInput => ({
+  allowance,
   policies: [
     { name: "per-key", limit: KEY_LIMIT, window: WINDOW / 1000 },
     { name: "per-workspace", limit: WORKSPACE_LIMIT, window: WINDOW / 1000, scope: ["header:x-workspace-id"] },
   ],
-};
+});
 
 /** A small deterministic generator, so a failing run is the same run again. */
 function rng(seed: number) {
@@ -58,105 +59,119 @@ beforeEach(() => {
 afterEach(() => logs.mockRestore());
 
 describe("stress: 64 concurrent clients, 8 keys, one workspace", () => {
-  it("no request lost or answered 5xx, the origin sees exactly the 200s, no window over its limit, and the exact count admitted", async () => {
-    const ws = unique("ws");
-    const testId = unique("stress");
-    const keys = Array.from({ length: KEYS }, () => unique("stress-key"));
-    const rand = rng(20261125);
-    const admitted: Admitted[] = [];
-    const answers: Record<number, number> = {};
-    let sent = 0;
-    const shapes = ["key-bound", "workspace-bound", "key-bound", "workspace-bound", "mixed"] as const;
-    const summary: string[] = [];
+  // allowance "off": every request asks, so the count admitted is the exact one. "auto": requests
+  // racing at one instant in one isolate can find units held by allowances other requests' asks
+  // are bringing back, so a few may be refused that an exact limiter would admit (never more
+  // admitted): the shortfall is printed, and bounded here.
+  it.each(["off", "auto"] as const)(
+    "allowance %s: no request lost or answered 5xx, the origin sees exactly the 200s, no window over its limit, and the exact count admitted",
+    async (mode) => {
+      const config = configFor(mode);
+      let short = 0;
+      const ws = unique("ws");
+      const testId = unique("stress");
+      const keys = Array.from({ length: KEYS }, () => unique("stress-key"));
+      const rand = rng(20261125);
+      const admitted: Admitted[] = [];
+      const answers: Record<number, number> = {};
+      let sent = 0;
+      const shapes = ["key-bound", "workspace-bound", "key-bound", "workspace-bound", "mixed"] as const;
+      const summary: string[] = [];
 
-    for (let round = 0; round < 28; round++) {
-      const t = T0 + round * STEP;
-      setClock(t);
-      const shape = shapes[round % shapes.length] as (typeof shapes)[number];
-      const keyRoom = keys.map((_, k) => KEY_LIMIT - inWindow(admitted, t, k));
-      const wsRoom = WORKSPACE_LIMIT - inWindow(admitted, t);
-      // Demand per key for this round's shape.
-      // (The workspace's limit is 40 below the keys' together, so asking every key's room makes the
-      // workspace bind; asking beyond the room of half the keys and well within the others' makes
-      // the keys bind.)
-      const demand = keyRoom.map((room, k) => {
-        if (shape === "workspace-bound") return room;
-        if (shape === "key-bound") return k % 2 === 0 ? room + 1 + rand(6) : Math.max(0, room - 12 - rand(6));
-        return 10 + rand(50);
-      });
-      if (shape === "key-bound") {
-        // Keep the total within the workspace's room: trim the largest demands.
-        while (demand.reduce((a, b) => a + b, 0) > wsRoom) {
-          const i = demand.indexOf(Math.max(...demand));
-          demand[i] = (demand[i] as number) - 1;
-        }
-      }
-      const totalDemand = demand.reduce((a, b) => a + b, 0);
-      const exact =
-        shape === "key-bound"
-          ? demand.reduce((sum, d, k) => sum + Math.min(d, keyRoom[k] as number), 0)
-          : shape === "workspace-bound"
-            ? // Every key has room for all it asks: the workspace alone decides.
-              Math.min(wsRoom, totalDemand)
-            : Math.min(
-                wsRoom,
-                demand.reduce((sum, d, k) => sum + Math.min(d, keyRoom[k] as number), 0),
-              );
-
-      // Each key's demand is spread over its 8 clients; all 64 run at once.
-      const perClient = Array.from({ length: CLIENTS }, (_, c) => {
-        const k = c % KEYS;
-        const d = demand[k] as number;
-        const share = Math.floor(d / (CLIENTS / KEYS));
-        const extra = Math.floor(c / KEYS) < d % (CLIENTS / KEYS) ? 1 : 0;
-        return share + extra;
-      });
-      const results = await Promise.all(
-        perClient.map(async (n, c) => {
-          const k = c % KEYS;
-          const out: number[] = [];
-          for (let i = 0; i < n; i++) {
-            const res = await sendSettled("/v1/items", {
-              headers: { "x-api-key": keys[k] as string, "x-workspace-id": ws, "x-test-id": testId },
-              config,
-            });
-            out.push(res.status);
-            answers[res.status] = (answers[res.status] ?? 0) + 1;
-            if (res.status === 200) admitted.push({ t, key: k });
+      for (let round = 0; round < 28; round++) {
+        const t = T0 + round * STEP;
+        setClock(t);
+        const shape = shapes[round % shapes.length] as (typeof shapes)[number];
+        const keyRoom = keys.map((_, k) => KEY_LIMIT - inWindow(admitted, t, k));
+        const wsRoom = WORKSPACE_LIMIT - inWindow(admitted, t);
+        // Demand per key for this round's shape.
+        // (The workspace's limit is 40 below the keys' together, so asking every key's room makes the
+        // workspace bind; asking beyond the room of half the keys and well within the others' makes
+        // the keys bind.)
+        const demand = keyRoom.map((room, k) => {
+          if (shape === "workspace-bound") return room;
+          if (shape === "key-bound") return k % 2 === 0 ? room + 1 + rand(6) : Math.max(0, room - 12 - rand(6));
+          return 10 + rand(50);
+        });
+        if (shape === "key-bound") {
+          // Keep the total within the workspace's room: trim the largest demands.
+          while (demand.reduce((a, b) => a + b, 0) > wsRoom) {
+            const i = demand.indexOf(Math.max(...demand));
+            demand[i] = (demand[i] as number) - 1;
           }
-          return out;
-        }),
+        }
+        const totalDemand = demand.reduce((a, b) => a + b, 0);
+        const exact =
+          shape === "key-bound"
+            ? demand.reduce((sum, d, k) => sum + Math.min(d, keyRoom[k] as number), 0)
+            : shape === "workspace-bound"
+              ? // Every key has room for all it asks: the workspace alone decides.
+                Math.min(wsRoom, totalDemand)
+              : Math.min(
+                  wsRoom,
+                  demand.reduce((sum, d, k) => sum + Math.min(d, keyRoom[k] as number), 0),
+                );
+
+        // Each key's demand is spread over its 8 clients; all 64 run at once.
+        const perClient = Array.from({ length: CLIENTS }, (_, c) => {
+          const k = c % KEYS;
+          const d = demand[k] as number;
+          const share = Math.floor(d / (CLIENTS / KEYS));
+          const extra = Math.floor(c / KEYS) < d % (CLIENTS / KEYS) ? 1 : 0;
+          return share + extra;
+        });
+        const results = await Promise.all(
+          perClient.map(async (n, c) => {
+            const k = c % KEYS;
+            const out: number[] = [];
+            for (let i = 0; i < n; i++) {
+              const res = await sendSettled("/v1/items", {
+                headers: { "x-api-key": keys[k] as string, "x-workspace-id": ws, "x-test-id": testId },
+                config,
+              });
+              out.push(res.status);
+              answers[res.status] = (answers[res.status] ?? 0) + 1;
+              if (res.status === 200) admitted.push({ t, key: k });
+            }
+            return out;
+          }),
+        );
+        const statuses = results.flat();
+        sent += statuses.length;
+        expect(statuses).toHaveLength(totalDemand);
+        const passed = statuses.filter((s) => s === 200).length;
+        // Never more than an exact limiter; in the order-independent shapes, exactly as many.
+        if (shape === "mixed" || mode === "auto") expect(passed).toBeLessThanOrEqual(exact);
+        else expect(passed).toBe(exact);
+        if (shape !== "mixed") short += exact - passed;
+        summary.push(`${shape}: ${statuses.length} sent, ${passed} passed (exact ${exact})`);
+
+        // No window, per key or for the workspace, ever holds more than its limit.
+        expect(inWindow(admitted, t)).toBeLessThanOrEqual(WORKSPACE_LIMIT);
+        for (let k = 0; k < KEYS; k++) expect(inWindow(admitted, t, k)).toBeLessThanOrEqual(KEY_LIMIT);
+      }
+
+      // Every answer was a pass or a 429: nothing lost, no 5xx.
+      expect(Object.keys(answers).sort()).toEqual(["200", "429"]);
+      expect((answers[200] ?? 0) + (answers[429] ?? 0)).toBe(sent);
+      expect(sent).toBeGreaterThan(2500);
+      // The origin saw exactly the requests that were answered 200, key by key.
+      const seen = await originLog(testId);
+      expect(seen).toHaveLength(admitted.length);
+      for (let k = 0; k < KEYS; k++) {
+        const atOrigin = seen.filter((s) => s.headers["x-api-key"] === keys[k]).length;
+        expect(atOrigin).toBe(admitted.filter((a) => a.key === k).length);
+      }
+      const logged = logs.mock.calls.map((c: unknown[]) => String(c[0])).join("\n");
+      expect(logged).toContain("sluice.rejected");
+      for (const key of keys) expect(logged).not.toContain(key);
+      console.info(
+        `stress (allowance ${mode}): ${sent} requests from ${CLIENTS} clients, ${short} false 429s; ${summary.join("; ")}`,
       );
-      const statuses = results.flat();
-      sent += statuses.length;
-      expect(statuses).toHaveLength(totalDemand);
-      const passed = statuses.filter((s) => s === 200).length;
-      // Never more than an exact limiter; in the order-independent shapes, exactly as many.
-      if (shape === "mixed") expect(passed).toBeLessThanOrEqual(exact);
-      else expect(passed).toBe(exact);
-      summary.push(`${shape}: ${statuses.length} sent, ${passed} passed (exact ${exact})`);
-
-      // No window, per key or for the workspace, ever holds more than its limit.
-      expect(inWindow(admitted, t)).toBeLessThanOrEqual(WORKSPACE_LIMIT);
-      for (let k = 0; k < KEYS; k++) expect(inWindow(admitted, t, k)).toBeLessThanOrEqual(KEY_LIMIT);
-    }
-
-    // Every answer was a pass or a 429: nothing lost, no 5xx.
-    expect(Object.keys(answers).sort()).toEqual(["200", "429"]);
-    expect((answers[200] ?? 0) + (answers[429] ?? 0)).toBe(sent);
-    expect(sent).toBeGreaterThan(2500);
-    // The origin saw exactly the requests that were answered 200, key by key.
-    const seen = await originLog(testId);
-    expect(seen).toHaveLength(admitted.length);
-    for (let k = 0; k < KEYS; k++) {
-      const atOrigin = seen.filter((s) => s.headers["x-api-key"] === keys[k]).length;
-      expect(atOrigin).toBe(admitted.filter((a) => a.key === k).length);
-    }
-    const logged = logs.mock.calls.map((c: unknown[]) => String(c[0])).join("\n");
-    expect(logged).toContain("sluice.rejected");
-    for (const key of keys) expect(logged).not.toContain(key);
-    console.info(`stress: ${sent} requests from ${CLIENTS} clients; ${summary.join("; ")}`);
-  }, 120_000);
+      expect(short).toBeLessThanOrEqual(mode === "off" ? 0 : sent / 50);
+    },
+    120_000,
+  );
 
   it("a concurrency limit of 4 shared by 64 clients (256 requests): never more than 4 at the origin at once, every slot back afterwards", async () => {
     const ws = unique("ws");

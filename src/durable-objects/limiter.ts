@@ -1,56 +1,53 @@
 import { DurableObject } from "cloudflare:workers";
 import { clock } from "../clock.ts";
-import type { Algorithm } from "../config.ts";
 import {
-  check,
-  consume,
-  initState,
-  isIdle,
-  type RateParams,
-  type RateState,
-  refund,
-  type Verdict,
-} from "../limiter/index.ts";
+  type CheckItem,
+  type Grant,
+  HOUR_MS,
+  Ledger,
+  type Outcome,
+  type Override,
+  type Receipt,
+  USAGE_KEEP_HOURS,
+  type UsageWindow,
+  type UseReport,
+} from "../ledger.ts";
+
+export type { CheckItem, Grant, GrantItem, Outcome, Override, Receipt, UsageWindow, UseReport } from "../ledger.ts";
 
 /**
- * Dirty counters reach SQLite at most this long after they change (see scheduleFlush). It is the
- * bound on what a crash of the object can lose (the units admitted in the last FLUSH_MS), traded
- * for at most one storage write per policy per second instead of one per request. Eviction loses
- * nothing: workerd evicts only idle objects, long after the flush alarm has run.
+ * What changed but is not needed to keep a promise (a give-back, a re-dated use, a released slot,
+ * usage figures) reaches SQLite at most this long after it changed. Losing it in a crash only
+ * makes the object stricter (docs/design.md, "Durability"), never more generous: everything that
+ * was admitted is on disk before its answer (a storage block, an allowance, a slot).
  */
 export const FLUSH_MS = 1_000;
-/** Usage is counted in hourly buckets, kept for 30 days. */
-const HOUR_MS = 3_600_000;
-const USAGE_KEEP_HOURS = 30 * 24;
 
-/** One policy to decide, as the worker asks for it (before any per-key override). */
-export interface CheckItem {
-  policy: string;
-  kind: "rate" | "concurrency";
-  algorithm: Algorithm;
-  /** Rate: units per window. Concurrency: slots. */
-  limit: number;
-  /** Rate: window in ms. Concurrency: 0. */
-  windowMs: number;
-  cost: number;
-  mode: "enforce" | "shadow";
-}
-
-/** What one policy decided, after overrides. */
-export interface Outcome extends Verdict {
-  policy: string;
-  kind: "rate" | "concurrency";
-  mode: "enforce" | "shadow";
-  /** The limit in force (an override's when one is set). */
-  limit: number;
-  /** The window in force in ms (0 for concurrency). */
-  windowMs: number;
-}
-
-/** What is needed to undo a consumption if another object rejects the same request. */
-export interface Receipt {
-  bookings: { policy: string; at: number; cost: number }[];
+/** How the worker asks: one request to decide, and/or allowance business. */
+export interface CheckOptions {
+  /** Names the concurrency slots taken, for release(). */
   leaseId?: string;
+  /** How long a slot is held if release() never comes. */
+  leaseMs?: number;
+  /** Count this request (and the figures below) in the per-key usage figures. */
+  recordUsage?: boolean;
+  /** Rejections the worker answered from its cache since it last called. */
+  rejectedElsewhere?: number;
+  /** Requests the worker admitted from allowances since it last called. */
+  passedElsewhere?: number;
+  /**
+   * For a request that other objects decide too: how long an undo of this booking may take to
+   * come. Until then this object's rejections are not cacheable (an undo frees room early).
+   */
+  refundableMs?: number;
+  /** False: decide no request, only take reports and grant (an allowance renewal). Default true. */
+  decide?: boolean;
+  /** The asking isolate, for allowances. */
+  holder?: string;
+  /** Its reports of allowances of this object. */
+  reports?: UseReport[];
+  /** Ask for an allowance for further requests of these items: the isolate's recent rate, requests/s. */
+  allowanceRate?: number;
 }
 
 export interface CheckResult {
@@ -61,49 +58,35 @@ export interface CheckResult {
   /** The object's clock when it decided, ms since the epoch. */
   now: number;
   /**
-   * A rejection the worker may serve again from its blocked-until cache: false while a booking
-   * another object may still have refunded (see check's `refundableMs`) could free room early.
+   * A rejection the worker may serve again from its blocked-until cache: false while room may
+   * come back before Retry-After (an undo of another object's request, an allowance's give-back).
    */
   cacheable: boolean;
+  /** An allowance for the next requests of the same items, when asked for and granted. */
+  grant: Grant | null;
+  /**
+   * Rejected while the asking isolate itself holds allowance units of a rejecting policy (granted
+   * to asks still on their way back, or in use): it may retry once those have settled.
+   */
+  heldByYou: boolean;
 }
 
-/** A per-key custom limit; fields left out keep the configured value. */
-export interface Override {
-  limit?: number;
-  windowMs?: number;
-}
-
-export interface UsageWindow {
-  passed: number;
-  rejected: number;
-}
-
-interface PolicyRow {
-  state: RateState | null;
-  /** Concurrency leases: lease id -> expiry (ms since the epoch). */
-  leases: Map<string, number> | null;
-  /** Parameters last used with `state`, to tell when the row can be dropped. */
-  params?: RateParams;
-}
+/** Storage rows written by every object of this isolate (for the bench and tests). */
+export const storageStats = { rowsWritten: 0 };
 
 /**
  * The Durable Object that owns one bucket's counters: every `key`-scoped policy of one key, or every
- * policy sharing one other scope. Its methods run one at a time, so each decision is atomic.
- * Counters live in memory for speed and are written to SQLite by a flush alarm (see FLUSH_MS).
+ * policy sharing one other scope. Its methods run one at a time, so each decision is atomic. It
+ * is a thin shell: the counting is the pure Ledger (src/ledger.ts); this loads it, calls it with
+ * the clock, and writes what it says must be on disk before the answer goes out (output gates
+ * hold the answer until the write is durable).
  */
 export class SluiceLimiter extends DurableObject {
-  private readonly rows = new Map<string, PolicyRow>();
-  private readonly overrides = new Map<string, Override>();
-  /** Hour index -> [passed, rejected]. */
-  private readonly usage = new Map<number, [number, number]>();
-  private readonly dirty = new Set<string>();
-  private readonly dirtyHours = new Set<number>();
+  protected readonly ledger = new Ledger();
   private flushScheduled = false;
   /** When counters were last written (wall clock, ms). */
   private lastFlushAt = 0;
   private lastNow = 0;
-  /** Until then (limiter clock) a booking of a request that spans objects may still be undone. */
-  private refundableUntil = 0;
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
@@ -126,8 +109,7 @@ export class SluiceLimiter extends DurableObject {
       `CREATE TABLE IF NOT EXISTS usage (hour INTEGER PRIMARY KEY, passed INTEGER NOT NULL, rejected INTEGER NOT NULL)`,
     );
     for (const r of sql.exec<{ policy: string; data: string }>(`SELECT policy, data FROM counters`)) {
-      const d = JSON.parse(r.data) as { state?: RateState; leases?: [string, number][] };
-      this.rows.set(r.policy, { state: d.state ?? null, leases: d.leases ? new Map(d.leases) : null });
+      this.ledger.loadRow(r.policy, r.data);
     }
     for (const r of sql.exec<{ policy: string; limit_: number | null; window_ms: number | null }>(
       `SELECT policy, limit_, window_ms FROM overrides`,
@@ -135,12 +117,12 @@ export class SluiceLimiter extends DurableObject {
       const o: Override = {};
       if (r.limit_ !== null) o.limit = r.limit_;
       if (r.window_ms !== null) o.windowMs = r.window_ms;
-      this.overrides.set(r.policy, o);
+      this.ledger.overrides.set(r.policy, o);
     }
     for (const r of sql.exec<{ hour: number; passed: number; rejected: number }>(
       `SELECT hour, passed, rejected FROM usage`,
     )) {
-      this.usage.set(r.hour, [r.passed, r.rejected]);
+      this.ledger.usage.set(r.hour, [r.passed, r.rejected]);
     }
   }
 
@@ -151,173 +133,84 @@ export class SluiceLimiter extends DurableObject {
     return this.lastNow;
   }
 
-  private params(item: CheckItem): RateParams {
-    const o = this.overrides.get(item.policy);
-    return { limit: o?.limit ?? item.limit, windowMs: o?.windowMs ?? item.windowMs };
-  }
-
-  private row(policy: string): PolicyRow {
-    let r = this.rows.get(policy);
-    if (!r) {
-      r = { state: null, leases: null };
-      this.rows.set(policy, r);
-    }
-    return r;
-  }
-
-  private rateState(item: CheckItem): RateState {
-    const r = this.row(item.policy);
-    // A policy whose algorithm changed in configuration starts afresh.
-    if (!r.state || r.state.algorithm !== item.algorithm) r.state = initState(item.algorithm);
-    return r.state;
-  }
-
-  private liveLeases(policy: string, now: number): Map<string, number> {
-    const r = this.row(policy);
-    if (!r.leases) r.leases = new Map();
-    for (const [id, exp] of r.leases) if (exp <= now) r.leases.delete(id);
-    return r.leases;
-  }
-
   /**
-   * Decides one request for every policy of this object, atomically. The request passes only if
-   * every enforced policy allows it; only then is anything consumed (enforced policies, and shadow
-   * policies that allowed it). A rejected request consumes nothing.
-   *
-   * @param leaseId names the concurrency slots taken, for release()
-   * @param leaseMs how long a slot is held if release() never comes
-   * @param recordUsage count this request in the per-key usage figures
-   * @param rejectedElsewhere rejections the worker answered from its cache since it last called
-   * @param refundableMs for a request that other objects decide too: how long an undo of this
-   *   booking may take to come. Until then this object's rejections are not cacheable, since the
-   *   undo gives back room earlier than any Retry-After counted.
+   * Decides one request for every policy of this object, atomically, and/or takes an isolate's
+   * allowance reports and grants it a new allowance. The request passes only if every enforced
+   * policy allows it; only then is anything consumed. A rejected request consumes nothing.
    */
-  async check(
-    items: CheckItem[],
-    leaseId = "",
-    leaseMs = 60_000,
-    recordUsage = false,
-    rejectedElsewhere = 0,
-    refundableMs = 0,
-  ): Promise<CheckResult> {
+  async check(items: CheckItem[], opts: CheckOptions = {}): Promise<CheckResult> {
+    const L = this.ledger;
     const now = this.now();
-    if (recordUsage && rejectedElsewhere > 0) this.addRejected(now, rejectedElsewhere);
-    const outcomes: Outcome[] = [];
+    if (opts.reports) L.report(opts.reports);
+    if (opts.recordUsage) L.count(now, opts.passedElsewhere ?? 0, opts.rejectedElsewhere ?? 0);
     let allowed = true;
-    for (const item of items) {
-      let v: Verdict;
-      let limit: number;
-      let windowMs = 0;
-      if (item.kind === "concurrency") {
-        limit = this.overrides.get(item.policy)?.limit ?? item.limit;
-        const held = this.liveLeases(item.policy, now).size;
-        v =
-          held + 1 <= limit
-            ? { allowed: true, remaining: limit - held - 1, resetMs: 1000, retryAfterMs: 0 }
-            : { allowed: false, remaining: 0, resetMs: 1000, retryAfterMs: 1000 };
-      } else {
-        const p = this.params(item);
-        limit = p.limit;
-        windowMs = p.windowMs;
-        this.row(item.policy).params = p;
-        v = check(this.rateState(item), now, p, item.cost);
-      }
-      if (!v.allowed && item.mode === "enforce") allowed = false;
-      outcomes.push({ ...v, policy: item.policy, kind: item.kind, mode: item.mode, limit, windowMs });
-    }
+    let outcomes: Outcome[] = [];
     let receipt: Receipt | null = null;
-    if (allowed) {
-      receipt = { bookings: [] };
-      items.forEach((item, i) => {
-        if (!(outcomes[i] as Outcome).allowed) return;
-        if (item.kind === "concurrency") {
-          this.liveLeases(item.policy, now).set(leaseId, now + leaseMs);
-          (receipt as Receipt).leaseId = leaseId;
-        } else {
-          const at = consume(this.rateState(item), now, this.params(item), item.cost);
-          (receipt as Receipt).bookings.push({ policy: item.policy, at, cost: item.cost });
-        }
-        this.dirty.add(item.policy);
-      });
+    if (opts.decide !== false) {
+      const d = L.decide(items, now);
+      allowed = d.allowed;
+      outcomes = d.outcomes;
+      if (allowed) receipt = L.admit(items, d, now, opts.leaseId ?? "", opts.leaseMs ?? 60_000);
+      if (opts.recordUsage) L.count(now, allowed ? 1 : 0, allowed ? 0 : 1);
+      if (allowed && (opts.refundableMs ?? 0) > 0) {
+        L.refundableUntil = Math.max(L.refundableUntil, now + (opts.refundableMs as number));
+      }
     }
-    if (recordUsage) this.count(now, allowed);
-    if (allowed && refundableMs > 0) this.refundableUntil = Math.max(this.refundableUntil, now + refundableMs);
-    this.scheduleFlush();
-    return { allowed, outcomes, receipt, now, cacheable: !allowed && now >= this.refundableUntil };
+    const holder = opts.holder ?? "";
+    let grant: Grant | null = null;
+    // An isolate deciding a request here has just closed every allowance it knows of: one it
+    // still holds is on its way back to it, so it gets no second one (no stacking in a burst).
+    const holds = holder !== "" && items.some((i) => L.heldBy(i.policy, holder) > 0);
+    if (allowed && opts.allowanceRate !== undefined && holder && !(opts.decide !== false && holds)) {
+      grant = L.grant(items, now, holder, opts.allowanceRate, crypto.randomUUID());
+    }
+    this.persist();
+    const cacheable =
+      !allowed &&
+      now >= L.refundableUntil &&
+      !outcomes.some((o) => !o.allowed && o.mode === "enforce" && L.hasOutstanding(o.policy));
+    const heldByYou =
+      !allowed &&
+      holder !== "" &&
+      outcomes.some((o) => !o.allowed && o.mode === "enforce" && L.heldBy(o.policy, holder) > 0);
+    return { allowed, outcomes, receipt, now, cacheable, grant, heldByYou };
   }
 
   /** Undoes a check() whose request another object rejected (and recounts it as rejected). */
   async undo(items: CheckItem[], receipt: Receipt, recordUsage = false): Promise<void> {
-    if (recordUsage) {
-      const u = this.usage.get(Math.floor(this.now() / HOUR_MS));
-      if (u && u[0] > 0) {
-        u[0]--;
-        u[1]++;
-      }
-    }
-    for (const b of receipt.bookings) {
-      const item = items.find((i) => i.policy === b.policy);
-      const state = this.rows.get(b.policy)?.state;
-      if (!item || !state) continue;
-      refund(state, this.params(item), b.at, b.cost);
-      this.dirty.add(b.policy);
-    }
-    if (receipt.leaseId) await this.release(receipt.leaseId);
-    this.scheduleFlush();
+    if (recordUsage) this.ledger.recountRejected(this.now());
+    this.ledger.undo(items, receipt);
+    this.persist();
+  }
+
+  /** Takes allowance reports without deciding anything (an isolate giving back what it holds). */
+  async report(reports: UseReport[], passed = 0): Promise<void> {
+    this.ledger.report(reports);
+    this.ledger.count(this.now(), passed, 0);
+    this.persist();
   }
 
   /** Gives back every concurrency slot held under `leaseId`. */
   async release(leaseId: string): Promise<void> {
-    for (const [policy, r] of this.rows) {
-      if (r.leases?.delete(leaseId)) this.dirty.add(policy);
-    }
-    this.scheduleFlush();
+    this.ledger.release(leaseId);
+    this.persist();
   }
 
   /** Extends every slot held under `leaseId` to `leaseMs` from now (a long-streaming response). */
   async renew(leaseId: string, leaseMs: number): Promise<void> {
-    const now = this.now();
-    for (const [policy, r] of this.rows) {
-      if (r.leases?.has(leaseId)) {
-        r.leases.set(leaseId, now + leaseMs);
-        this.dirty.add(policy);
-      }
-    }
-    this.scheduleFlush();
+    this.ledger.renew(leaseId, this.now(), leaseMs);
+    this.persist();
   }
 
   /** The current standing of each policy, consuming nothing. */
   async peek(items: CheckItem[]): Promise<Outcome[]> {
-    const now = this.now();
-    return items.map((item) => {
-      if (item.kind === "concurrency") {
-        const limit = this.overrides.get(item.policy)?.limit ?? item.limit;
-        const held = this.liveLeases(item.policy, now).size;
-        return {
-          policy: item.policy,
-          kind: item.kind,
-          mode: item.mode,
-          limit,
-          windowMs: 0,
-          allowed: held < limit,
-          remaining: Math.max(0, limit - held),
-          resetMs: 1000,
-          retryAfterMs: 0,
-        };
-      }
-      const p = this.params(item);
-      // Checked on a copy: peeking must not even prune what a crash would then lose.
-      const state = structuredClone(this.rows.get(item.policy)?.state ?? initState(item.algorithm));
-      const v = check(state.algorithm === item.algorithm ? state : initState(item.algorithm), now, p, 1);
-      const remaining = v.allowed ? v.remaining + 1 : v.remaining;
-      return { ...v, remaining, policy: item.policy, kind: item.kind, mode: item.mode, ...p };
-    });
+    return this.ledger.peek(items, this.now());
   }
 
   /** Sets a custom limit for one policy of this key, in force from the next request. */
   async setOverride(policy: string, override: Override): Promise<void> {
-    this.overrides.set(policy, override);
-    this.ctx.storage.sql.exec(
+    this.ledger.overrides.set(policy, override);
+    this.write(
       `INSERT OR REPLACE INTO overrides (policy, limit_, window_ms) VALUES (?, ?, ?)`,
       policy,
       override.limit ?? null,
@@ -327,74 +220,50 @@ export class SluiceLimiter extends DurableObject {
 
   /** Removes a custom limit; returns whether there was one. */
   async deleteOverride(policy: string): Promise<boolean> {
-    const had = this.overrides.delete(policy);
-    this.ctx.storage.sql.exec(`DELETE FROM overrides WHERE policy = ?`, policy);
+    const had = this.ledger.overrides.delete(policy);
+    this.write(`DELETE FROM overrides WHERE policy = ?`, policy);
     return had;
   }
 
   async getOverrides(): Promise<Record<string, Override>> {
-    return Object.fromEntries(this.overrides);
+    return Object.fromEntries(this.ledger.overrides);
   }
 
   /** Empties every counter of this object (rates and slots); overrides and usage stay. */
   async resetCounters(): Promise<void> {
-    this.rows.clear();
-    this.dirty.clear();
-    this.ctx.storage.sql.exec(`DELETE FROM counters`);
+    this.ledger.resetCounters(this.now());
+    this.persist();
   }
 
   /** Requests passed and rejected over the last 24 h, 7 d and 30 d (hourly buckets). */
   async usageTotals(): Promise<Record<"24h" | "7d" | "30d", UsageWindow>> {
-    const hour = Math.floor(this.now() / HOUR_MS);
-    const sum = (hours: number): UsageWindow => {
-      let passed = 0;
-      let rejected = 0;
-      for (const [h, [p, r]] of this.usage) {
-        if (h > hour - hours) {
-          passed += p;
-          rejected += r;
-        }
-      }
-      return { passed, rejected };
-    };
-    return { "24h": sum(24), "7d": sum(24 * 7), "30d": sum(24 * 30) };
+    return this.ledger.usageTotals(this.now());
   }
 
   /** Adds rejections the worker answered from its cache to the usage figures. */
   async countRejected(n: number): Promise<void> {
-    this.addRejected(this.now(), n);
-    this.scheduleFlush();
+    this.ledger.count(this.now(), 0, n);
+    this.persist();
   }
 
-  private addRejected(now: number, n: number): void {
-    const hour = Math.floor(now / HOUR_MS);
-    const u = this.usage.get(hour) ?? [0, 0];
-    u[1] += n;
-    this.usage.set(hour, u);
-    this.dirtyHours.add(hour);
-  }
-
-  private count(now: number, passed: boolean): void {
-    const hour = Math.floor(now / HOUR_MS);
-    let u = this.usage.get(hour);
-    if (!u) {
-      u = [0, 0];
-      this.usage.set(hour, u);
-    }
-    u[passed ? 0 : 1]++;
-    this.dirtyHours.add(hour);
+  private write(query: string, ...bindings: unknown[]): void {
+    storageStats.rowsWritten += this.ctx.storage.sql.exec(query, ...bindings).rowsWritten;
   }
 
   /**
-   * Makes sure what changed reaches SQLite within FLUSH_MS. An object that has not written for
-   * FLUSH_MS (a key with little traffic) writes at once, within the call: one write, no alarm. A
-   * busy one sets an alarm for FLUSH_MS after its last write, so it writes at most once a second.
-   * Wall-clock time on purpose: this is about durability, not about the limiter's clock.
+   * Writes now what must be on disk before the answer (Ledger.mustWrite), together with whatever
+   * else changed. Otherwise an object that has not written for FLUSH_MS (a key with little
+   * traffic) writes at once, within the call; a busy one sets an alarm for FLUSH_MS after its
+   * last write. Wall-clock time on purpose: this is about durability, not the limiter's clock.
    */
-  private scheduleFlush(): void {
-    if (this.flushScheduled || (this.dirty.size === 0 && this.dirtyHours.size === 0)) return;
-    const now = Date.now();
-    if (now - this.lastFlushAt >= FLUSH_MS) {
+  private persist(): void {
+    const L = this.ledger;
+    if (L.mustWrite) {
+      this.flush();
+      return;
+    }
+    if (this.flushScheduled || (L.dirty.size === 0 && L.dirtyHours.size === 0)) return;
+    if (Date.now() - this.lastFlushAt >= FLUSH_MS) {
       this.flush();
       return;
     }
@@ -409,41 +278,28 @@ export class SluiceLimiter extends DurableObject {
 
   /** Writes every changed counter and usage bucket; drops rows nothing needs any more. */
   flush(): void {
+    const L = this.ledger;
     this.lastFlushAt = Date.now();
+    L.mustWrite = false;
     const now = this.now();
-    const sql = this.ctx.storage.sql;
-    for (const policy of this.dirty) {
-      const r = this.rows.get(policy);
-      const leases = r?.leases && r.leases.size > 0 ? [...r.leases] : undefined;
-      const state = r?.state && !this.idle(r, now) ? r.state : undefined;
-      if (leases || state) {
-        sql.exec(
-          `INSERT OR REPLACE INTO counters (policy, data) VALUES (?, ?)`,
-          policy,
-          JSON.stringify({ state, leases }),
-        );
-      } else {
-        sql.exec(`DELETE FROM counters WHERE policy = ?`, policy);
-        this.rows.delete(policy);
-      }
+    L.sweep(now);
+    for (const policy of L.dirty) {
+      const data = L.storedRow(policy, now);
+      if (data !== null) this.write(`INSERT OR REPLACE INTO counters (policy, data) VALUES (?, ?)`, policy, data);
+      else this.write(`DELETE FROM counters WHERE policy = ?`, policy);
     }
-    this.dirty.clear();
+    L.dirty.clear();
     const oldest = Math.floor(now / HOUR_MS) - USAGE_KEEP_HOURS;
-    for (const hour of this.dirtyHours) {
-      const u = this.usage.get(hour);
-      if (u) sql.exec(`INSERT OR REPLACE INTO usage (hour, passed, rejected) VALUES (?, ?, ?)`, hour, u[0], u[1]);
+    for (const hour of L.dirtyHours) {
+      const u = L.usage.get(hour);
+      if (u) this.write(`INSERT OR REPLACE INTO usage (hour, passed, rejected) VALUES (?, ?, ?)`, hour, u[0], u[1]);
     }
-    this.dirtyHours.clear();
-    for (const h of this.usage.keys()) {
+    L.dirtyHours.clear();
+    for (const h of L.usage.keys()) {
       if (h <= oldest) {
-        this.usage.delete(h);
-        sql.exec(`DELETE FROM usage WHERE hour = ?`, h);
+        L.usage.delete(h);
+        this.write(`DELETE FROM usage WHERE hour = ?`, h);
       }
     }
-  }
-
-  private idle(r: PolicyRow, now: number): boolean {
-    // Without the parameters (a row loaded but not used since) it cannot tell: keep it.
-    return r.state !== null && r.params !== undefined && isIdle(r.state, now, r.params);
   }
 }

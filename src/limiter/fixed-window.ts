@@ -38,6 +38,10 @@ export function fixedAdd(s: FixedState, now: number, windowMs: number, cost: num
   return start;
 }
 
-export function fixedRefund(s: FixedState, start: number, cost: number): void {
-  if (s.start === start) s.count = Math.max(0, s.count - cost);
+/** Gives back `cost` booked in the window starting at `start`; returns the units given back. */
+export function fixedRefund(s: FixedState, start: number, cost: number): number {
+  if (s.start !== start) return 0;
+  const take = Math.min(cost, s.count);
+  s.count -= take;
+  return take;
 }

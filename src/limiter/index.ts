@@ -1,7 +1,7 @@
 import type { Algorithm } from "../config.ts";
 import { type FixedState, fixedAdd, fixedCheck, fixedInit, fixedRefund } from "./fixed-window.ts";
 import { type SlidingState, slidingAdd, slidingCheck, slidingInit, slidingRefund } from "./sliding-window.ts";
-import { type TokenState, tokenAdd, tokenCheck, tokenInit, tokenRefund } from "./token-bucket.ts";
+import { type TokenState, tokenAdd, tokenBook, tokenCheck, tokenInit, tokenRefund } from "./token-bucket.ts";
 import type { RateParams, Verdict } from "./types.ts";
 
 export { NEVER, type RateParams, type Verdict } from "./types.ts";
@@ -48,18 +48,35 @@ export function consume(state: RateState, now: number, p: RateParams, cost: numb
   }
 }
 
-/** Gives back a consumption that another object's rejection voided. */
-export function refund(state: RateState, p: RateParams, at: number, cost: number): void {
+/**
+ * Counts `units` as arriving at `end` >= now: an allowance's or a storage block's units (docs/algorithms.md,
+ * "Allowances"). Sliding window: an entry at `end`. Fixed window: counted in the current window
+ * (the caller keeps `end` inside it). Token bucket: taken at `end` (GCRA), never refunded.
+ */
+export function bookAt(state: RateState, now: number, end: number, p: RateParams, units: number): void {
   switch (state.algorithm) {
     case "sliding-window":
-      slidingRefund(state.s, at, p.windowMs, cost);
+      slidingAdd(state.s, end, p.windowMs, units);
       return;
     case "fixed-window":
-      fixedRefund(state.s, at, cost);
+      fixedAdd(state.s, now, p.windowMs, units);
       return;
     case "token-bucket":
-      tokenRefund(state.s, p, cost);
+      tokenBook(state.s, now, end, p, units);
       return;
+  }
+}
+
+/** Gives back a consumption (or booked units) counted at `at`; returns the units given back. */
+export function refund(state: RateState, p: RateParams, at: number, cost: number): number {
+  switch (state.algorithm) {
+    case "sliding-window":
+      return slidingRefund(state.s, at, p.windowMs, cost);
+    case "fixed-window":
+      return fixedRefund(state.s, at, cost);
+    case "token-bucket":
+      tokenRefund(state.s, p, cost);
+      return cost;
   }
 }
 
@@ -71,6 +88,6 @@ export function isIdle(state: RateState, now: number, p: RateParams): boolean {
     case "fixed-window":
       return state.s.count === 0 || state.s.start + p.windowMs <= now;
     case "token-bucket":
-      return state.s.level < 0 || state.s.level + (now - state.s.at) * p.limit >= p.limit * p.windowMs;
+      return state.s.at === 0 || state.s.level + (now - state.s.at) * p.limit >= p.limit * p.windowMs;
   }
 }

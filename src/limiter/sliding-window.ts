@@ -68,32 +68,40 @@ export function slidingCheck(s: SlidingState, now: number, p: RateParams, cost: 
 }
 
 /**
- * Consumes `cost` at `now` (after slidingCheck allowed it); returns `now`, which a refund needs.
- * `now` must not go backwards (the Durable Object keeps its clock monotonic).
+ * Counts `cost` as arriving at `at` (after slidingCheck allowed it); returns `at`, which a refund
+ * needs. `at` may be any time: the object's own arrivals come at `now`, an allowance or a storage
+ * block is booked at its end (in the future), and a reported use is re-dated to its real time (in
+ * the past). Each sub-bucket holds one group, counted as arriving with its latest member.
  */
-export function slidingAdd(s: SlidingState, now: number, windowMs: number, cost: number): number {
+export function slidingAdd(s: SlidingState, at: number, windowMs: number, cost: number): number {
   const g = subBucketMs(windowMs);
-  const last = s.ends.length - 1;
+  const b = Math.floor(at / g);
+  // The last group whose sub-bucket is not after `at`'s (the newest, in the common case).
+  let i = s.ends.length - 1;
+  while (i >= 0 && Math.floor((s.ends[i] as number) / g) > b) i--;
   s.total += cost;
-  const newest = last >= 0 ? (s.ends[last] as number) : Number.NEGATIVE_INFINITY;
-  if (newest >= now || Math.floor(newest / g) === Math.floor(now / g)) {
-    // Same sub-bucket: the group now ends at this arrival (or later, which only counts it longer).
-    s.ends[last] = Math.max(newest, now);
-    s.counts[last] = (s.counts[last] as number) + cost;
+  if (i >= 0 && Math.floor((s.ends[i] as number) / g) === b) {
+    // Same sub-bucket: the group now ends at the later of the two (which only counts it longer).
+    s.ends[i] = Math.max(s.ends[i] as number, at);
+    s.counts[i] = (s.counts[i] as number) + cost;
   } else {
-    s.ends.push(now);
-    s.counts.push(cost);
+    s.ends.splice(i + 1, 0, at);
+    s.counts.splice(i + 1, 0, cost);
   }
-  return now;
+  return at;
 }
 
-/** Gives back `cost` consumed at `at` (a request another object rejected). */
-export function slidingRefund(s: SlidingState, at: number, windowMs: number, cost: number): void {
-  // The group that took it is the first ending at or after `at`, if it is still in `at`'s
-  // sub-bucket; otherwise it has expired and there is nothing left to give back.
+/**
+ * Takes back up to `cost` counted at `at` (a request another object rejected, an allowance's
+ * unused units, a use being re-dated). The units sit in the group of `at`'s sub-bucket; when that
+ * group has expired there is nothing left to take back. Returns the units taken.
+ */
+export function slidingRefund(s: SlidingState, at: number, windowMs: number, cost: number): number {
   const g = subBucketMs(windowMs);
-  const i = s.ends.findIndex((e) => e >= at);
-  if (i < 0 || Math.floor((s.ends[i] as number) / g) !== Math.floor(at / g)) return;
+  const b = Math.floor(at / g);
+  let i = s.ends.length - 1;
+  while (i >= 0 && Math.floor((s.ends[i] as number) / g) > b) i--;
+  if (i < 0 || Math.floor((s.ends[i] as number) / g) !== b) return 0;
   const take = Math.min(cost, s.counts[i] as number);
   s.counts[i] = (s.counts[i] as number) - take;
   s.total -= take;
@@ -101,4 +109,5 @@ export function slidingRefund(s: SlidingState, at: number, windowMs: number, cos
     s.ends.splice(i, 1);
     s.counts.splice(i, 1);
   }
+  return take;
 }

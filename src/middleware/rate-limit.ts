@@ -1,13 +1,12 @@
 import type { Context, MiddlewareHandler } from "hono";
-import { BlockedCache, blockedCache } from "../blocked-cache.ts";
-import { clock } from "../clock.ts";
+import { type Admission, admit } from "../admit.ts";
 import { loadConfig, parseConfig, type SluiceConfig, type SluiceConfigInput } from "../config.ts";
-import type { CheckResult, Outcome, SluiceLimiter } from "../durable-objects/limiter.ts";
+import type { Outcome, SluiceLimiter } from "../durable-objects/limiter.ts";
 import { SluiceError } from "../errors.ts";
 import { mostRestrictive, retryAfterSeconds, tooManyRequests, writeRateHeaders } from "../headers.ts";
 import { type Identity, resolveIdentity } from "../identity.ts";
 import { logEvent } from "../log.ts";
-import { type BucketPlan, matcherFor, normalizePath, planBuckets } from "../policies.ts";
+import { matcherFor, normalizePath, planBuckets } from "../policies.ts";
 import { urlOf } from "../url.ts";
 
 /** Options of the {@link sluice} middleware. */
@@ -65,35 +64,10 @@ export interface SluiceVariables {
   requestId: string;
 }
 
-/** Time allowed for an undo's own trip to an object, beyond the store's time limit. */
-export const UNDO_GRACE_MS = 1000;
-
 /** Added to a concurrency lease beyond the origin's time limit, for the body to stream. */
 export const LEASE_GRACE_MS = 60_000;
 
-type Stub = DurableObjectStub<SluiceLimiter>;
-
-interface Asked {
-  plan: BucketPlan;
-  readonly stub: Stub;
-  cacheKey: string;
-  result?: CheckResult;
-  error?: unknown;
-}
-
-class StoreTimeout extends Error {
-  override name = "StoreTimeout";
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StoreTimeout(`store call exceeded ${ms} ms`)), ms);
-  });
-  return Promise.race([p, limit]).finally(() => {
-    if (timer !== undefined) clearTimeout(timer);
-  });
-}
+export { UNDO_GRACE_MS } from "../admit.ts";
 
 /** The enforced policy that rejected with the longest wait. */
 function rejectedBy(outcomes: Outcome[]): Outcome {
@@ -174,76 +148,21 @@ export function sluice({
     const hasLease = plans.some((p) => p.items.some((i) => i.kind === "concurrency"));
     const leaseId = hasLease ? crypto.randomUUID() : "";
     const leaseMs = config.originTimeoutMs + LEASE_GRACE_MS;
-    const asked: Asked[] = plans.map((plan) => {
-      let stub: Stub | undefined;
-      return {
-        plan,
-        cacheKey: BlockedCache.keyOf(plan.name, plan.items),
-        // Made on first use: a request answered from the blocked cache needs none.
-        get stub() {
-          stub ??= ns.get(ns.idFromName(plan.name));
-          return stub;
-        },
-      };
-    });
+    const background = (p: Promise<unknown>) => waitUntil(c, p);
+    const d = await admit({ plans, ns, config, leaseId, leaseMs, background });
     const logFields = { keyId: identity.keyId, requestId, method: req.method, path: url.pathname };
     const dataset = c.env[analytics] as AnalyticsEngineDataset | undefined;
     const pointFields = { ...logFields, source: identity.source };
-    const recordRejection = (outcomes: Outcome[]) => {
-      const by = rejectedBy(outcomes);
-      recordDecision(dataset, "rejected", by.policy, pointFields, retryAfterSeconds(by), by.remaining);
-    };
 
-    // A request an object is known to reject is answered here, without a Durable Object call.
-    const now0 = clock.now();
-    for (const a of asked) {
-      const cached = blockedCache.hit(a.cacheKey, now0);
-      if (!cached) continue;
-      // The key's usage figures count this rejection whichever object's cache answered it.
-      const own = asked.find((x) => x.plan.perKey);
-      const unreported = own ? blockedCache.noteRejected(own.plan.name, now0) : 0;
-      if (own && unreported > 0) waitUntil(c, own.stub.countRejected(unreported));
-      c.get("sluice").outcomes = cached;
-      recordRejection(cached);
-      return reject(c, cached, now0, config, logFields, requestId);
-    }
-
-    // An undo comes within the store's time limit of the booking, plus its own trip: until then an
-    // object that booked this request must not let its rejections be cached (see BlockedCache).
-    const refundableMs = asked.length > 1 ? config.storeTimeoutMs + UNDO_GRACE_MS : 0;
-    await Promise.all(
-      asked.map(async (a) => {
-        const unreported = a.plan.perKey ? blockedCache.takeUnreported(a.plan.name) : 0;
-        try {
-          a.result = await withTimeout(
-            a.stub.check(a.plan.items, leaseId, leaseMs, a.plan.perKey, unreported, refundableMs),
-            config.storeTimeoutMs,
-          );
-          blockedCache.record(a.cacheKey, a.result);
-        } catch (e) {
-          a.error = e;
-        }
-      }),
-    );
-
-    const failed = asked.filter((a) => a.error !== undefined);
-    const allowed = failed.length === 0 && asked.every((a) => a.result?.allowed);
-    if (!allowed) {
-      // All or nothing: objects that admitted a request another one refused give it back.
-      for (const a of asked) {
-        const r = a.result;
-        if (r?.allowed && r.receipt) waitUntil(c, a.stub.undo(a.plan.items, r.receipt, a.plan.perKey));
-      }
-    }
-    if (failed.length > 0) {
-      for (const a of failed) {
+    if (d.failed.length > 0) {
+      for (const a of d.failed) {
+        const policy = a.plan.items.map((i) => i.policy).join(",");
         logEvent("sluice.store_error", {
           ...logFields,
-          policy: a.plan.items.map((i) => i.policy).join(","),
+          policy,
           error: String(a.error),
           onStoreError: config.onStoreError,
         });
-        const policy = a.plan.items.map((i) => i.policy).join(",");
         recordDecision(dataset, "store_error", policy, pointFields);
       }
       if (config.onStoreError === "closed") {
@@ -251,18 +170,19 @@ export function sluice({
       }
       return next();
     }
-
-    const outcomes = asked.flatMap((a) => (a.result as CheckResult).outcomes);
-    const now = Math.max(...asked.map((a) => (a.result as CheckResult).now));
+    const { outcomes, now } = d;
     c.get("sluice").outcomes = outcomes;
-    for (const o of outcomes) {
-      if (o.mode === "shadow" && !o.allowed) {
-        logEvent("sluice.shadow_violation", { ...logFields, policy: o.policy });
-        recordDecision(dataset, "shadow_violation", o.policy, pointFields, retryAfterSeconds(o), o.remaining);
+    if (!d.cached) {
+      for (const o of outcomes) {
+        if (o.mode === "shadow" && !o.allowed) {
+          logEvent("sluice.shadow_violation", { ...logFields, policy: o.policy });
+          recordDecision(dataset, "shadow_violation", o.policy, pointFields, retryAfterSeconds(o), o.remaining);
+        }
       }
     }
-    if (!allowed) {
-      recordRejection(outcomes);
+    if (!d.allowed) {
+      const by = rejectedBy(outcomes);
+      recordDecision(dataset, "rejected", by.policy, pointFields, retryAfterSeconds(by), by.remaining);
       return reject(c, outcomes, now, config, logFields, requestId);
     }
     if (dataset) {
@@ -270,41 +190,49 @@ export function sluice({
       const tightest = mostRestrictive(outcomes, true) ?? (outcomes[0] as Outcome);
       recordDecision(dataset, "passed", tightest.policy, pointFields, 0, tightest.remaining);
     }
-
-    const holders = hasLease ? asked.filter((a) => a.result?.receipt?.leaseId) : [];
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      for (const a of holders) waitUntil(c, a.stub.release(leaseId));
-    };
-    try {
-      await next();
-    } catch (e) {
-      release();
-      throw e;
-    }
-    let res = c.res;
-    if (holders.length > 0) {
-      if (!res.body) release();
-      else {
-        // The slot is held until the last byte has gone out, or the client or origin gave up.
-        // A body that streams for longer than a lease renews it, so the slot is not lost midway.
-        const relay = new TransformStream();
-        const renew = setInterval(() => {
-          for (const a of holders) waitUntil(c, a.stub.renew(leaseId, leaseMs));
-        }, leaseMs / 2);
-        waitUntil(
-          c,
-          res.body.pipeTo(relay.writable).finally(() => {
-            clearInterval(renew);
-            release();
-          }),
-        );
-        res = new Response(relay.readable, res);
-        c.res = res;
-      }
-    }
-    writeRateHeaders(mutableHeaders(c), outcomes, true, now, config.headers);
+    await respond(c, d, leaseId, leaseMs, next);
   };
+}
+
+/**
+ * Lets the request on and adds the rate-limit headers. A concurrency slot taken for it is given
+ * back when the response body has been sent, the client has gone away, or the handler failed.
+ */
+async function respond(c: Context, d: Admission, leaseId: string, leaseMs: number, next: () => Promise<void>) {
+  const config = (c.get("sluice") as SluiceVariables["sluice"]).config;
+  const holders = leaseId ? d.asked.filter((a) => a.result?.receipt?.leaseId) : [];
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    for (const a of holders) waitUntil(c, a.stub.release(leaseId));
+  };
+  try {
+    await next();
+  } catch (e) {
+    release();
+    throw e;
+  }
+  let res = c.res;
+  if (holders.length > 0) {
+    if (!res.body) release();
+    else {
+      // The slot is held until the last byte has gone out, or the client or origin gave up.
+      // A body that streams for longer than a lease renews it, so the slot is not lost midway.
+      const relay = new TransformStream();
+      const renew = setInterval(() => {
+        for (const a of holders) waitUntil(c, a.stub.renew(leaseId, leaseMs));
+      }, leaseMs / 2);
+      waitUntil(
+        c,
+        res.body.pipeTo(relay.writable).finally(() => {
+          clearInterval(renew);
+          release();
+        }),
+      );
+      res = new Response(relay.readable, res);
+      c.res = res;
+    }
+  }
+  writeRateHeaders(mutableHeaders(c), d.outcomes, true, d.now, config.headers);
 }
