@@ -17,6 +17,8 @@ export default defineConfig({
   test: {
     globalSetup: ["./test/support/global-setup.ts"],
     include: ["test/**/*.test.ts"],
+    // test/consumer is its own package with its own vitest run (npm run test:package).
+    exclude: ["test/consumer/**", "**/node_modules/**"],
     testTimeout: 30_000,
   },
 });

@@ -94,7 +94,7 @@ function zodIssues(error: z.core.$ZodError): string[] {
 }
 
 /**
- * The admin API of SPEC 7, mounted at `config.adminPath`. Enabled only when the secret
+ * The admin API of docs/reference.md §7, mounted at `config.adminPath`. Enabled only when the secret
  * SLUICE_ADMIN_TOKEN is set; every route but /health needs `Authorization: Bearer <token>`.
  */
 export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {

@@ -83,7 +83,7 @@ export function writeRateHeaders(
   if (cfg.ietf) writeIetfHeaders(h, outcomes, chosen);
 }
 
-/** The 429 response of SPEC 5. */
+/** The 429 response of docs/reference.md §5. */
 export function tooManyRequests(
   rejectedBy: Outcome,
   outcomes: readonly Outcome[],

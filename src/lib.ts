@@ -1,9 +1,19 @@
 /**
  * Sluice as a library: the Hono middleware and the Durable Object class, for a Workers app of its
- * own. Export `SluiceLimiter` from the app's entry and bind it as SLUICE_LIMITER.
+ * own. Export `SluiceLimiter` from the app's entry and bind it as SLUICE_LIMITER (docs/reference.md §8).
  */
 export { createApp, type SluiceEnv } from "./app.ts";
-export { type Duration, parseConfig, type SluiceConfig, type SluiceConfigInput } from "./config.ts";
+export {
+  ConfigError,
+  type Duration,
+  parseConfig,
+  type SluiceConfig,
+  type SluiceConfigInput,
+} from "./config.ts";
 export { SluiceLimiter } from "./durable-objects/limiter.ts";
 export { SluiceError } from "./errors.ts";
 export { type SluiceOptions, type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
+
+import type { SluiceConfigInput } from "./config.ts";
+/** One entry of `policies` as written in configuration (a rate or a concurrency policy). */
+export type SluicePolicyInput = SluiceConfigInput["policies"][number];

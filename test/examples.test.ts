@@ -1,5 +1,5 @@
-// docs/examples/*.toml: each a complete wrangler.toml modelled on one provider's rate-limit page
-// (../shared/references), driven with the traffic that page describes.
+// docs/examples/*.toml: each a complete wrangler.toml modelled on one provider's public rate-limit page
+// (summarised in docs/examples/README.md), driven with the traffic that page describes.
 import { parse } from "smol-toml";
 import { describe, expect, it } from "vitest";
 import apvisoToml from "../docs/examples/apviso.toml?raw";

@@ -1,4 +1,4 @@
-// errorCode, headers.reset and headers.legacy (SPEC 2), beyond what test/rate-limit.test.ts covers.
+// errorCode, headers.reset and headers.legacy (docs/reference.md §2), beyond what test/rate-limit.test.ts covers.
 import { describe, expect, it } from "vitest";
 import type { SluiceConfigInput } from "../src/config.ts";
 import { advance, send, setClock, unique } from "./support/worker.ts";

@@ -12,7 +12,7 @@ import { urlOf } from "../url.ts";
 /** Options of the {@link sluice} middleware. */
 export interface SluiceOptions {
   /**
-   * The configuration (SPEC section 2). Omitted: read from `env.SLUICE_CONFIG` on the first request
+   * The configuration (docs/reference.md §2). Omitted: read from `env.SLUICE_CONFIG` on the first request
    * and validated once per isolate. Given: validated here, so a bad one throws at construction.
    */
   config?: SluiceConfigInput | undefined;
