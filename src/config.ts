@@ -123,6 +123,7 @@ const configSchema = z.strictObject({
     ),
     "/__sluice",
   ),
+  ipv6Prefix: z._default(z.int().check(z.minimum(1), z.maximum(128)), 64),
 });
 
 /** Duplicate names, found on the raw input so they are reported beside every other issue. */
@@ -182,6 +183,8 @@ export interface SluiceConfig {
   storeTimeoutMs: number;
   originTimeoutMs: number;
   adminPath: string;
+  /** IPv6 addresses count as their network of this many bits for `ip` identity and scope. */
+  ipv6Prefix: number;
 }
 
 /** Thrown when SLUICE_CONFIG does not validate; `issues` names each bad field. */
@@ -237,6 +240,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
     storeTimeoutMs: c.storeTimeoutMs,
     originTimeoutMs: c.originTimeoutMs,
     adminPath: c.adminPath,
+    ipv6Prefix: c.ipv6Prefix,
     policies: c.policies.map((p): Policy => {
       const base: PolicyBase = {
         name: p.name,

@@ -164,13 +164,13 @@ export function sluice({
     if (!ns) throw new SluiceError(500, "invalid_config", `no Durable Object binding named ${binding}`);
     const req = c.req.raw;
     const url = urlOf(req);
-    const identity = await resolveIdentity(req, url, config.identity);
+    const identity = await resolveIdentity(req, url, config.identity, config.ipv6Prefix);
     const policies = matcherFor(config).match(req.method, normalizePath(url.pathname));
     const requestId = c.get("requestId") ?? "";
     c.set("sluice", { config, identity, outcomes: [] });
     if (policies.length === 0) return next();
 
-    const plans = await planBuckets(policies, identity, req);
+    const plans = await planBuckets(policies, identity, req, config.ipv6Prefix);
     const hasLease = plans.some((p) => p.items.some((i) => i.kind === "concurrency"));
     const leaseId = hasLease ? crypto.randomUUID() : "";
     const leaseMs = config.originTimeoutMs + LEASE_GRACE_MS;
