@@ -8,6 +8,7 @@ import { mostRestrictive, retryAfterSeconds, tooManyRequests, writeRateHeaders }
 import { type Identity, resolveIdentity } from "../identity.ts";
 import { logEvent } from "../log.ts";
 import { type BucketPlan, matcherFor, normalizePath, planBuckets } from "../policies.ts";
+import { logRejection } from "../rejection-log.ts";
 import { urlOf } from "../url.ts";
 
 /** Options of the {@link sluice} middleware. */
@@ -111,7 +112,11 @@ function reject(
   requestId: string,
 ): void {
   const by = rejectedBy(outcomes);
-  logEvent("sluice.rejected", { ...logFields, policy: by.policy, retryAfterMs: by.retryAfterMs });
+  logRejection(config.rejectionLog, "sluice.rejected", {
+    ...logFields,
+    policy: by.policy,
+    retryAfterMs: by.retryAfterMs,
+  });
   const extra = new Headers();
   if (requestId) extra.set(config.requestIdHeader, requestId);
   c.res = tooManyRequests(by, outcomes, now, config, extra);
@@ -257,7 +262,7 @@ export function sluice({
     c.get("sluice").outcomes = outcomes;
     for (const o of outcomes) {
       if (o.mode === "shadow" && !o.allowed) {
-        logEvent("sluice.shadow_violation", { ...logFields, policy: o.policy });
+        logRejection(config.rejectionLog, "sluice.shadow_violation", { ...logFields, policy: o.policy });
         recordDecision(dataset, "shadow_violation", o.policy, pointFields, retryAfterSeconds(o), o.remaining);
       }
     }
