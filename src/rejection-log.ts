@@ -44,7 +44,10 @@ export function logRejection(
   now = clock.now(),
 ): void {
   if (mode === "off") return;
-  if (mode === "all") return logEvent(event, fields);
+  if (mode === "all") {
+    logEvent(event, fields);
+    return;
+  }
   const second = Math.floor(now / 1000);
   if (second !== sweptSecond) {
     sweptSecond = second;
