@@ -1,5 +1,5 @@
 // No raw API key in the platform's logs (SPEC 3). Two halves:
-//  - wrangler.toml as wrangler reads it: Workers Logs on for Sluice's own lines, invocation logs
+//  - wrangler.toml and every docs/examples/*.toml as wrangler reads them: Workers Logs on for Sluice's own lines, invocation logs
 //    (which record every request's headers) and traces off, query strings redacted. Cloudflare
 //    applies these on deploy; `wrangler dev` does not apply them locally, so this half is what
 //    guards the deployed worker.
@@ -44,14 +44,23 @@ after(async () => {
   rmSync(state, { recursive: true, force: true });
 });
 
-test("wrangler.toml keeps Workers Logs for Sluice's lines and the platform's request records off", () => {
-  const { observability } = unstable_readConfig({ config: join(root, "wrangler.toml") }, { hideWarnings: true });
-  assert.equal(observability?.enabled, true, "Workers Logs receives Sluice's JSON lines");
-  assert.notEqual(observability?.logs?.enabled, false, "logs stay on");
-  assert.equal(observability?.logs?.invocation_logs, false, "invocation logs record every request's headers");
-  assert.notEqual(observability?.traces?.enabled, true, "traces record full request and subrequest URLs");
-  assert.equal(observability?.redact_query_string, true, "a query: key would be in the logged URL");
-});
+const configs = [
+  "wrangler.toml",
+  ...readdirSync(join(root, "docs/examples"))
+    .filter((f) => f.endsWith(".toml"))
+    .map((f) => `docs/examples/${f}`),
+];
+
+for (const file of configs) {
+  test(`${file} keeps Workers Logs for Sluice's lines and the platform's request records off`, () => {
+    const { observability } = unstable_readConfig({ config: join(root, file) }, { hideWarnings: true });
+    assert.equal(observability?.enabled, true, "Workers Logs receives Sluice's JSON lines");
+    assert.notEqual(observability?.logs?.enabled, false, "logs stay on");
+    assert.equal(observability?.logs?.invocation_logs, false, "invocation logs record every request's headers");
+    assert.notEqual(observability?.traces?.enabled, true, "traces record full request and subrequest URLs");
+    assert.equal(observability?.redact_query_string, true, "a query: key would be in the logged URL");
+  });
+}
 
 /** Starts wrangler dev on wrangler.toml with the persisted state, and waits until it answers. */
 async function start() {
