@@ -124,6 +124,8 @@ const configSchema = z.strictObject({
     "/__sluice",
   ),
   allowance: z._default(z.enum(["auto", "off"]), "auto"),
+  ipv6Prefix: z._default(z.int().check(z.minimum(1), z.maximum(128)), 64),
+  rejectionLog: z._default(z.enum(["sampled", "all", "off"]), "sampled"),
 });
 
 /** Duplicate names, found on the raw input so they are reported beside every other issue. */
@@ -185,6 +187,10 @@ export interface SluiceConfig {
   adminPath: string;
   /** "auto": isolates admit from allowances their objects grant (docs/algorithms.md); "off": every request asks. */
   allowance: "auto" | "off";
+  /** IPv6 addresses count as their network of this many bits for `ip` identity and scope. */
+  ipv6Prefix: number;
+  /** Log lines of 429s and shadow violations: "sampled" per keyId, policy and second; "all"; "off". */
+  rejectionLog: "sampled" | "all" | "off";
 }
 
 /** Thrown when SLUICE_CONFIG does not validate; `issues` names each bad field. */
@@ -241,6 +247,8 @@ export function parseConfig(raw: unknown): SluiceConfig {
     originTimeoutMs: c.originTimeoutMs,
     adminPath: c.adminPath,
     allowance: c.allowance,
+    ipv6Prefix: c.ipv6Prefix,
+    rejectionLog: c.rejectionLog,
     policies: c.policies.map((p): Policy => {
       const base: PolicyBase = {
         name: p.name,

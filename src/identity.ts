@@ -1,3 +1,5 @@
+import { addressBucket, invalidAddress } from "./ip.ts";
+
 /** The caller as Sluice knows it: never the raw value, only its SHA-256. */
 export interface Identity {
   /** The source that supplied it: "header:x-api-key", "bearer", "query:key", "ip" or "anonymous". */
@@ -55,14 +57,32 @@ export function readSource(req: Request, url: URL, source: string): string | und
 let anonymousHash: string | undefined;
 
 /**
+ * The string an address is counted as (see addressBucket).
+ * @throws SluiceError 400 invalid_client_address when CF-Connecting-IP is not an address.
+ */
+export function addressOf(value: string, ipv6Prefix: number): string {
+  const bucket = addressBucket(value, ipv6Prefix);
+  if (bucket === undefined) throw invalidAddress();
+  return bucket;
+}
+
+/**
  * Resolves the caller from the configured sources, first present wins. A request with none of
  * them is "anonymous": all such requests share one bucket, so leaving out a key never escapes
- * the limit.
+ * the limit. An IPv6 caller is its network of `ipv6Prefix` bits.
+ * @throws SluiceError 400 invalid_client_address when the caller is its address and it is not one.
  */
-export async function resolveIdentity(req: Request, url: URL, sources: readonly string[]): Promise<Identity> {
+export async function resolveIdentity(
+  req: Request,
+  url: URL,
+  sources: readonly string[],
+  ipv6Prefix = 64,
+): Promise<Identity> {
   for (const source of sources) {
-    const value = readSource(req, url, source);
-    if (value !== undefined) return fromHash(source, await sha256Hex(identityString(source, value)));
+    let value = readSource(req, url, source);
+    if (value === undefined) continue;
+    if (source === "ip") value = addressOf(value, ipv6Prefix);
+    return fromHash(source, await sha256Hex(identityString(source, value)));
   }
   anonymousHash ??= await sha256Hex(ANONYMOUS);
   return fromHash("anonymous", anonymousHash);

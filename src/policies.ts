@@ -1,7 +1,7 @@
 import { TrieRouter } from "hono/router/trie-router";
 import type { Policy, SluiceConfig } from "./config.ts";
 import type { CheckItem } from "./durable-objects/limiter.ts";
-import { type Identity, identityString, sha256Hex } from "./identity.ts";
+import { addressOf, type Identity, identityString, sha256Hex } from "./identity.ts";
 
 /** Finds the policies that count a request: method in `methods` and path matching a pattern. */
 export class PolicyMatcher {
@@ -98,12 +98,16 @@ export function perKeyName(keyId: string): string {
 /**
  * Groups the matched policies by the bucket their scope names. Every value that names a bucket
  * is hashed first (SHA-256, 16 hex digits); a header scope whose header is absent names the
- * shared bucket "<header>=-", so leaving the header out never escapes the limit.
+ * shared bucket "<header>=-", so leaving the header out never escapes the limit. An `ip` scope
+ * counts an IPv6 address as its network of `ipv6Prefix` bits, as `ip` identity does.
+ * @throws SluiceError 400 invalid_client_address when an `ip` scope meets a CF-Connecting-IP that
+ * is not an address.
  */
 export async function planBuckets(
   policies: readonly Policy[],
   identity: Identity,
   req: Request,
+  ipv6Prefix = 64,
 ): Promise<BucketPlan[]> {
   const buckets = new Map<string, BucketPlan>();
   const parts = new Map<string, string>();
@@ -116,8 +120,8 @@ export async function planBuckets(
       // A caller identified by address has that address's hash already (the same string hashed).
       if (identity.source === "ip") v = `ip=${identity.keyId}`;
       else {
-        const ip = req.headers.get("cf-connecting-ip");
-        v = `ip=${ip ? (await sha256Hex(identityString("ip", ip))).slice(0, 16) : "-"}`;
+        const ip = req.headers.get("cf-connecting-ip")?.trim();
+        v = `ip=${ip ? (await sha256Hex(identityString("ip", addressOf(ip, ipv6Prefix)))).slice(0, 16) : "-"}`;
       }
     } else {
       const value = req.headers.get(scope.slice(7))?.trim();

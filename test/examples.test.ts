@@ -214,6 +214,53 @@ describe("APVISO: 120 per minute per API key, Unix reset, JSON 429, usage and cu
   });
 });
 
+describe("APVISO's per-IP backstop: a flood of invented keys from one address", () => {
+  // 1,300 new Durable Objects in a few seconds on a busy machine: a store call past the default
+  // 1 s would pass uncounted (onStoreError "open") and blur the count this test is about.
+  const config = { ...configOf(apvisoToml), storeTimeoutMs: 60_000 };
+
+  it("every request with a fresh random key: 1,200 pass in the minute, then 429 naming the backstop; the origin sees 1,200", async () => {
+    setClock(T0);
+    expect(policyOf(config, "per-ip-backstop")).toMatchObject({ limit: 1200, window: "1m", scope: ["ip"] });
+    const ip = uniqueIp();
+    const testId = unique("t");
+    const invented = () => ({
+      headers: { "x-api-key": `invented-${crypto.randomUUID()}`, "cf-connecting-ip": ip, "x-test-id": testId },
+      config,
+    });
+    const statuses: number[] = [];
+    for (let done = 0; done < 1300; done += 50) {
+      const batch = await Promise.all(
+        Array.from({ length: 50 }, async () => {
+          const res = await send("/v1/targets", invented());
+          await res.arrayBuffer();
+          return res.status;
+        }),
+      );
+      statuses.push(...batch);
+    }
+    expect(statuses.filter((s) => s === 200)).toHaveLength(1200);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(100);
+    const refused = await send("/v1/targets", invented());
+    expect(refused.status).toBe(429);
+    expect(((await refused.json()) as { policy: string }).policy).toBe("per-ip-backstop");
+    expect(await originLog(testId)).toHaveLength(1200);
+    // Another address of the same network is the same client; a key from elsewhere is untouched.
+    const neighbour = ip.replace(/::[0-9a-f]+$/, "::beef");
+    expect(
+      (await send("/v1/targets", { ...invented(), headers: { ...invented().headers, "cf-connecting-ip": neighbour } }))
+        .status,
+    ).toBe(429);
+    expect(
+      (await send("/v1/targets", { headers: { "x-api-key": unique(), "cf-connecting-ip": uniqueIp() }, config }))
+        .status,
+    ).toBe(200);
+    // A minute on, the address has its 1,200 again.
+    advance(60_000);
+    expect((await send("/v1/targets", invented())).status).toBe(200);
+  }, 120_000);
+});
+
 describe("smenso: a per-token and a per-workspace limit at once", () => {
   const config = configOf(smensoToml);
   const headers = (token: string, workspace: string) => ({

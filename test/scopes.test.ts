@@ -3,6 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseConfig, type SluiceConfigInput } from "../src/config.ts";
 import { type CheckItem, SluiceLimiter } from "../src/durable-objects/limiter.ts";
 import { resolveIdentity, sha256Hex } from "../src/identity.ts";
+import { addressBucket } from "../src/ip.ts";
 import { planBuckets } from "../src/policies.ts";
 import { advance, originLog, PUBLIC, send, sendSettled, setClock, unique } from "./support/worker.ts";
 
@@ -69,7 +70,8 @@ describe("scopes: what one counter is shared by", () => {
 
   it("ip: the address's bucket is the same whether the caller is identified by key or by address", async () => {
     const ip = uniqueIp();
-    const expected = `scope:ip=${(await sha256Hex(`ip:${ip}`)).slice(0, 16)}`;
+    // An IPv6 address counts as its /64 (ipv6Prefix's default).
+    const expected = `scope:ip=${(await sha256Hex(`ip:${addressBucket(ip, 64)}`)).slice(0, 16)}`;
     const policies: SluiceConfigInput["policies"] = [{ name: "per-ip", limit: 2, window: "1m", scope: ["ip"] }];
     const byKey = await bucketNames(
       { identity: ["header:x-api-key"], policies },

@@ -116,6 +116,8 @@ describe('mode = "shadow"', () => {
         { name: "standard", limit: 3, window: "10s" },
         { name: "stricter", limit: 1, window: "10s", mode: "shadow" },
       ],
+      // One line per violation (the default samples them: test/rejection-log.test.ts).
+      rejectionLog: "all",
     };
     const first = await send("/", { headers: h, config });
     expect(first.headers.get("X-RateLimit-Policy")).toBe("stricter"); // the least remaining

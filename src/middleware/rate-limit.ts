@@ -7,6 +7,7 @@ import { mostRestrictive, retryAfterSeconds, tooManyRequests, writeRateHeaders }
 import { type Identity, resolveIdentity } from "../identity.ts";
 import { logEvent } from "../log.ts";
 import { matcherFor, normalizePath, planBuckets } from "../policies.ts";
+import { logRejection } from "../rejection-log.ts";
 import { urlOf } from "../url.ts";
 
 /** Options of the {@link sluice} middleware. */
@@ -85,7 +86,11 @@ function reject(
   requestId: string,
 ): void {
   const by = rejectedBy(outcomes);
-  logEvent("sluice.rejected", { ...logFields, policy: by.policy, retryAfterMs: by.retryAfterMs });
+  logRejection(config.rejectionLog, "sluice.rejected", {
+    ...logFields,
+    policy: by.policy,
+    retryAfterMs: by.retryAfterMs,
+  });
   const extra = new Headers();
   if (requestId) extra.set(config.requestIdHeader, requestId);
   c.res = tooManyRequests(by, outcomes, now, config, extra);
@@ -138,13 +143,13 @@ export function sluice({
     if (!ns) throw new SluiceError(500, "invalid_config", `no Durable Object binding named ${binding}`);
     const req = c.req.raw;
     const url = urlOf(req);
-    const identity = await resolveIdentity(req, url, config.identity);
+    const identity = await resolveIdentity(req, url, config.identity, config.ipv6Prefix);
     const policies = matcherFor(config).match(req.method, normalizePath(url.pathname));
     const requestId = c.get("requestId") ?? "";
     c.set("sluice", { config, identity, outcomes: [] });
     if (policies.length === 0) return next();
 
-    const plans = await planBuckets(policies, identity, req);
+    const plans = await planBuckets(policies, identity, req, config.ipv6Prefix);
     const hasLease = plans.some((p) => p.items.some((i) => i.kind === "concurrency"));
     const leaseId = hasLease ? crypto.randomUUID() : "";
     const leaseMs = config.originTimeoutMs + LEASE_GRACE_MS;
@@ -175,7 +180,7 @@ export function sluice({
     if (!d.cached) {
       for (const o of outcomes) {
         if (o.mode === "shadow" && !o.allowed) {
-          logEvent("sluice.shadow_violation", { ...logFields, policy: o.policy });
+          logRejection(config.rejectionLog, "sluice.shadow_violation", { ...logFields, policy: o.policy });
           recordDecision(dataset, "shadow_violation", o.policy, pointFields, retryAfterSeconds(o), o.remaining);
         }
       }

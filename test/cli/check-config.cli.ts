@@ -42,7 +42,7 @@ test("a missing file is a clear error", () => {
 
 test("every docs/examples/*.toml passes check-config, with the policies its provider's page describes", () => {
   const expected: Record<string, string> = {
-    "apviso.toml": "standard",
+    "apviso.toml": "standard, per-ip-backstop",
     "facturapi.toml": "detail-reads, list-reads, creation, writes, heavy-writes",
     "lexoffice.toml": "per-second",
     "smenso.toml": "per-token, per-workspace",
