@@ -7,6 +7,7 @@ import { renderError, SluiceError } from "./errors.ts";
 import { ceilSeconds } from "./headers.ts";
 import { keyIdOf } from "./identity.ts";
 import { logEvent } from "./log.ts";
+import { effectiveParams, effectivePlan } from "./plans.ts";
 import { itemOf, perKeyName } from "./policies.ts";
 
 type AdminEnv = {
@@ -78,6 +79,11 @@ const overrideBody = z.strictObject({
   concurrency: z.optional(positiveInt),
 });
 const deleteBody = z.strictObject(keyFields);
+const planBody = z.strictObject({
+  key: keyFields.key,
+  keyId: keyFields.keyId,
+  plan: z.nullable(z.string()),
+});
 
 async function jsonBody(req: Request): Promise<unknown> {
   try {
@@ -109,13 +115,15 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     // Rejections this isolate answered from its cache and has not reported yet count too.
     const unreported = blockedCache.takeUnreported(perKeyName(keyId));
     if (unreported > 0) await stub.countRejected(unreported);
-    const [outcomes, usage, overrides] = await Promise.all([
+    const [outcomes, usage, overrides, assigned] = await Promise.all([
       stub.peek(policies.map(itemOf)),
       stub.usageTotals(),
       stub.getOverrides(),
+      stub.getPlan(),
     ]);
     return c.json({
       keyId,
+      plan: effectivePlan(assigned, config.plans, config.defaultPlan),
       policies: outcomes.map((o) => ({
         policy: o.policy,
         kind: o.kind,
@@ -156,15 +164,16 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
       else override.limit = b.concurrency;
     }
     if (issues.length > 0) throw badRequest(issues);
-    await stubFor(c.env, keyId).setOverride(policy.name, override);
+    const stub = stubFor(c.env, keyId);
+    await stub.setOverride(policy.name, override);
     blockedCache.clear();
     logEvent("sluice.override_set", { keyId, policy: policy.name, ...override });
+    // What is in force now: the override over the key's plan over the policy.
+    const p = effectiveParams(itemOf(policy), await stub.getPlan(), override);
     return c.json({
       keyId,
       policy: policy.name,
-      ...(policy.kind === "rate"
-        ? { limit: override.limit ?? policy.limit, window: (override.windowMs ?? policy.windowMs) / 1000 }
-        : { concurrency: override.limit }),
+      ...(policy.kind === "rate" ? { limit: p.limit, window: p.windowMs / 1000 } : { concurrency: p.limit }),
     });
   });
 
@@ -176,6 +185,23 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     blockedCache.clear();
     logEvent("sluice.override_deleted", { keyId, policy: parsed.data.policy, removed });
     return c.json({ keyId, policy: parsed.data.policy, removed });
+  });
+
+  app.put("/keys/plan", async (c) => {
+    const parsed = planBody.safeParse(await jsonBody(c.req.raw));
+    if (!parsed.success) throw badRequest(zodIssues(parsed.error));
+    const b = parsed.data;
+    const keyId = await keyIdFrom(b.key, b.keyId);
+    if (b.plan !== null && !Object.hasOwn(config.plans, b.plan)) {
+      const known = Object.keys(config.plans);
+      throw badRequest([
+        `plan: no plan "${b.plan}" in SLUICE_CONFIG${known.length > 0 ? ` (plans: ${known.join(", ")})` : ""}`,
+      ]);
+    }
+    await stubFor(c.env, keyId).setPlan(b.plan);
+    blockedCache.clear();
+    logEvent("sluice.plan_set", { keyId, plan: b.plan });
+    return c.json({ keyId, plan: effectivePlan(b.plan, config.plans, config.defaultPlan) });
   });
 
   app.delete("/keys/counters", async (c) => {

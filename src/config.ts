@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
 import en from "zod/v4/locales/en.js";
 import { SluiceError } from "./errors.ts";
+import type { PlanEntry } from "./plans.ts";
 
 // zod/mini with the English messages only: the full zod bundle would add ~430 KB to the worker.
 z.config(en());
@@ -99,6 +100,13 @@ const policySchema = z
     }),
   );
 
+/** What a plan replaces of one policy: rate fields for a rate policy, concurrency for a concurrency one. */
+const planEntrySchema = z.strictObject({
+  limit: z.optional(positiveInt),
+  window: z.optional(durationField),
+  concurrency: z.optional(positiveInt),
+});
+
 const configSchema = z.strictObject({
   identity: z._default(z.array(identitySource).check(z.minLength(1)), ["header:x-api-key", "bearer", "ip"]),
   policies: z.array(policySchema).check(z.minLength(1)),
@@ -123,6 +131,13 @@ const configSchema = z.strictObject({
     ),
     "/__sluice",
   ),
+  plans: z.optional(
+    z.record(
+      z.string().check(z.regex(POLICY_NAME_RE, "expected a plan name of [A-Za-z0-9._-]+")),
+      z.record(z.string(), planEntrySchema),
+    ),
+  ),
+  defaultPlan: z.optional(z.string()),
 });
 
 /** Duplicate names, found on the raw input so they are reported beside every other issue. */
@@ -137,6 +152,44 @@ function duplicateNames(input: unknown): string[] {
     if (seen.has(name)) out.push(`policies[${i}].name: duplicate policy name "${name}"`);
     seen.add(name);
   });
+  return out;
+}
+
+type ParsedConfig = z.output<typeof configSchema>;
+
+/**
+ * Plans checked against the policies they name: every policy exists and is scoped to the key alone
+ * (a plan belongs to a key; a bucket shared by many keys has no one plan), a rate policy takes
+ * `limit`/`window`, a concurrency policy `concurrency`, and `defaultPlan` names a plan.
+ */
+function planIssues(c: ParsedConfig): string[] {
+  const out: string[] = [];
+  const plans = c.plans ?? {};
+  for (const [plan, entries] of Object.entries(plans)) {
+    for (const [name, e] of Object.entries(entries)) {
+      const at = `plans.${plan}.${name}`;
+      const p = c.policies.find((x) => x.name === name);
+      if (!p) {
+        out.push(`${at}: no policy "${name}" in policies`);
+        continue;
+      }
+      if (!(p.scope.length === 1 && p.scope[0] === "key")) {
+        out.push(`${at}: a plan applies only to policies with scope ["key"] (this one is shared by many keys)`);
+      }
+      if (p.concurrency !== undefined) {
+        if (e.limit !== undefined || e.window !== undefined) out.push(`${at}: a concurrency policy takes concurrency`);
+        if (e.concurrency === undefined) out.push(`${at}.concurrency: required`);
+      } else {
+        if (e.concurrency !== undefined) out.push(`${at}.concurrency: not a concurrency policy`);
+        if (e.limit === undefined && e.window === undefined) out.push(`${at}.limit: required (or window)`);
+        const ms = parseDuration(e.window);
+        if (ms !== undefined && ms > MAX_WINDOW_MS) out.push(`${at}.window: at most 31 days`);
+      }
+    }
+  }
+  if (c.defaultPlan !== undefined && !Object.hasOwn(plans, c.defaultPlan)) {
+    out.push(`defaultPlan: no plan "${c.defaultPlan}" in plans`);
+  }
   return out;
 }
 
@@ -158,6 +211,13 @@ interface PolicyBase {
   paths: string[] | undefined;
   cost: number;
   mode: "enforce" | "shadow";
+  /**
+   * For a policy scoped to the key alone when plans are configured: what every plan replaces of it
+   * (`{}` for a plan that leaves it alone), by plan name. See src/plans.ts.
+   */
+  plans?: Record<string, PlanEntry>;
+  /** The plan of a key that was given none. */
+  defaultPlan?: string;
 }
 export interface RatePolicy extends PolicyBase {
   kind: "rate";
@@ -182,6 +242,9 @@ export interface SluiceConfig {
   storeTimeoutMs: number;
   originTimeoutMs: number;
   adminPath: string;
+  /** Plan name -> policy name -> what the plan replaces (concurrency as `limit`). */
+  plans: Record<string, Record<string, PlanEntry>>;
+  defaultPlan: string | undefined;
 }
 
 /** Thrown when SLUICE_CONFIG does not validate; `issues` names each bad field. */
@@ -226,8 +289,22 @@ export function parseConfig(raw: unknown): SluiceConfig {
   const result = configSchema.safeParse(input);
   const issues = result.success ? [] : result.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
   issues.push(...duplicateNames(input));
+  if (result.success) issues.push(...planIssues(result.data));
   if (!result.success || issues.length > 0) throw new ConfigError(issues);
   const c = result.data;
+  const plans: Record<string, Record<string, PlanEntry>> = {};
+  for (const [plan, entries] of Object.entries(c.plans ?? {})) {
+    plans[plan] = {};
+    for (const [name, e] of Object.entries(entries)) {
+      const entry: PlanEntry = {};
+      const limit = e.concurrency ?? e.limit;
+      if (limit !== undefined) entry.limit = limit;
+      if (e.window !== undefined) entry.windowMs = parseDuration(e.window) as number;
+      plans[plan][name] = entry;
+    }
+  }
+  const plansOf = (name: string): Record<string, PlanEntry> =>
+    Object.fromEntries(Object.entries(plans).map(([plan, entries]) => [plan, entries[name] ?? {}]));
   return {
     identity: c.identity,
     headers: c.headers,
@@ -237,6 +314,8 @@ export function parseConfig(raw: unknown): SluiceConfig {
     storeTimeoutMs: c.storeTimeoutMs,
     originTimeoutMs: c.originTimeoutMs,
     adminPath: c.adminPath,
+    plans,
+    defaultPlan: c.defaultPlan,
     policies: c.policies.map((p): Policy => {
       const base: PolicyBase = {
         name: p.name,
@@ -246,6 +325,10 @@ export function parseConfig(raw: unknown): SluiceConfig {
         cost: p.cost,
         mode: p.mode,
       };
+      if (c.plans !== undefined && p.scope.length === 1 && p.scope[0] === "key") {
+        base.plans = plansOf(p.name);
+        if (c.defaultPlan !== undefined) base.defaultPlan = c.defaultPlan;
+      }
       if (p.concurrency !== undefined) return { ...base, kind: "concurrency", concurrency: p.concurrency };
       return {
         ...base,

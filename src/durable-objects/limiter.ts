@@ -11,6 +11,7 @@ import {
   refund,
   type Verdict,
 } from "../limiter/index.ts";
+import { effectiveParams, type PlanEntry } from "../plans.ts";
 
 /**
  * Dirty counters reach SQLite at most this long after they change (see scheduleFlush). It is the
@@ -34,6 +35,9 @@ export interface CheckItem {
   windowMs: number;
   cost: number;
   mode: "enforce" | "shadow";
+  /** Key-scoped policies when plans are configured: what each plan replaces (src/plans.ts). */
+  plans?: Record<string, PlanEntry>;
+  defaultPlan?: string;
 }
 
 /** What one policy decided, after overrides. */
@@ -94,6 +98,8 @@ interface PolicyRow {
 export class SluiceLimiter extends DurableObject {
   private readonly rows = new Map<string, PolicyRow>();
   private readonly overrides = new Map<string, Override>();
+  /** The plan this key was put on (PUT keys/plan); null: the configuration's defaultPlan. */
+  private plan: string | null = null;
   /** Hour index -> [passed, rejected]. */
   private readonly usage = new Map<number, [number, number]>();
   private readonly dirty = new Set<string>();
@@ -137,6 +143,8 @@ export class SluiceLimiter extends DurableObject {
       if (r.window_ms !== null) o.windowMs = r.window_ms;
       this.overrides.set(r.policy, o);
     }
+    sql.exec(`CREATE TABLE IF NOT EXISTS plan (id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL)`);
+    for (const r of sql.exec<{ name: string }>(`SELECT name FROM plan`)) this.plan = r.name;
     for (const r of sql.exec<{ hour: number; passed: number; rejected: number }>(
       `SELECT hour, passed, rejected FROM usage`,
     )) {
@@ -152,8 +160,7 @@ export class SluiceLimiter extends DurableObject {
   }
 
   private params(item: CheckItem): RateParams {
-    const o = this.overrides.get(item.policy);
-    return { limit: o?.limit ?? item.limit, windowMs: o?.windowMs ?? item.windowMs };
+    return effectiveParams(item, this.plan, this.overrides.get(item.policy));
   }
 
   private row(policy: string): PolicyRow {
@@ -209,7 +216,7 @@ export class SluiceLimiter extends DurableObject {
       let limit: number;
       let windowMs = 0;
       if (item.kind === "concurrency") {
-        limit = this.overrides.get(item.policy)?.limit ?? item.limit;
+        limit = this.params(item).limit;
         const held = this.liveLeases(item.policy, now).size;
         v =
           held + 1 <= limit
@@ -291,7 +298,7 @@ export class SluiceLimiter extends DurableObject {
     const now = this.now();
     return items.map((item) => {
       if (item.kind === "concurrency") {
-        const limit = this.overrides.get(item.policy)?.limit ?? item.limit;
+        const limit = this.params(item).limit;
         const held = this.liveLeases(item.policy, now).size;
         return {
           policy: item.policy,
@@ -334,6 +341,18 @@ export class SluiceLimiter extends DurableObject {
 
   async getOverrides(): Promise<Record<string, Override>> {
     return Object.fromEntries(this.overrides);
+  }
+
+  /** Puts this key on a plan (null: back to the configuration's defaultPlan), from the next request. */
+  async setPlan(name: string | null): Promise<void> {
+    this.plan = name;
+    if (name === null) this.ctx.storage.sql.exec(`DELETE FROM plan`);
+    else this.ctx.storage.sql.exec(`INSERT OR REPLACE INTO plan (id, name) VALUES (0, ?)`, name);
+  }
+
+  /** The plan this key was put on, or null when it was given none. */
+  async getPlan(): Promise<string | null> {
+    return this.plan;
   }
 
   /** Empties every counter of this object (rates and slots); overrides and usage stay. */
