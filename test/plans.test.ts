@@ -22,7 +22,7 @@ const config = {
   defaultPlan: "free",
 } satisfies SluiceConfigInput;
 
-function admin(method: string, path: string, body?: unknown, cfg: object = config) {
+function admin(method: string, path: string, body?: unknown, cfg: Record<string, unknown> = config) {
   return sendSettled(path, {
     method,
     headers: auth,
@@ -32,10 +32,10 @@ function admin(method: string, path: string, body?: unknown, cfg: object = confi
   });
 }
 
-const hit = (key: string, cfg: object = config) =>
+const hit = (key: string, cfg: Record<string, unknown> = config) =>
   sendSettled("/v1/thing", { headers: { "x-api-key": key }, config: cfg, bindings });
 
-async function usageOf(key: string, cfg: object = config) {
+async function usageOf(key: string, cfg: Record<string, unknown> = config) {
   const res = await admin("GET", `/__sluice/keys/usage?key=${encodeURIComponent(key)}`, undefined, cfg);
   expect(res.status).toBe(200);
   return (await res.json()) as {
@@ -167,7 +167,7 @@ describe("a key's plan", () => {
     [{ plan: "pro" }, "key"],
     [{ keyId: "XYZ", plan: "pro" }, "keyId"],
     [{ key: "k", plan: "pro", extra: 1 }, "body"],
-  ])("refuses %j with a 400 naming %s, and changes nothing", async (body, field) => {
+  ])("refuses %j with a 400 naming %s, and changes nothing", async (body: Record<string, unknown>, field) => {
     const key = unique();
     const res = await admin("PUT", "/__sluice/keys/plan", { ...body, ...(body.key ? { key } : {}) });
     expect(res.status).toBe(400);
