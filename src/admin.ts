@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import * as z from "zod/mini";
 import { blockedCache } from "./blocked-cache.ts";
+import { clock } from "./clock.ts";
 import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "./config.ts";
 import type { Override, SluiceLimiter } from "./durable-objects/limiter.ts";
 import { renderError, SluiceError } from "./errors.ts";
@@ -107,6 +108,12 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   const stubFor = (env: AdminEnv["Bindings"], keyId: string) =>
     env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(perKeyName(keyId)));
 
+  /** A period policy's period, for the usage figures. */
+  const periodOf = (name: string) => {
+    const p = policies.find((x) => x.name === name);
+    return p?.kind === "rate" && p.period !== undefined ? { period: p.period } : {};
+  };
+
   app.get("/health", (c) => c.json({ ok: true }));
 
   app.get("/keys/usage", async (c) => {
@@ -129,6 +136,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
         kind: o.kind,
         limit: o.limit,
         ...(o.kind === "rate" ? { window: o.windowMs / 1000 } : {}),
+        ...periodOf(o.policy),
         remaining: o.remaining,
         reset: o.kind === "rate" && o.remaining < o.limit ? ceilSeconds(o.resetMs) : 0,
         override: overrides[o.policy] !== undefined,
@@ -152,7 +160,9 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     if (policy.kind === "rate") {
       if (b.concurrency !== undefined) issues.push("concurrency: not a concurrency policy");
       if (b.limit !== undefined) override.limit = b.limit;
-      if (b.window !== undefined) {
+      if (b.window !== undefined && policy.period !== undefined) {
+        issues.push(`window: a period policy ("${policy.period}") takes limit only`);
+      } else if (b.window !== undefined) {
         const ms = parseDuration(b.window);
         if (ms === undefined) issues.push('window: expected a duration such as "10s", "1m", "1h" or seconds');
         else override.windowMs = ms;
@@ -169,7 +179,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     blockedCache.clear();
     logEvent("sluice.override_set", { keyId, policy: policy.name, ...override });
     // What is in force now: the override over the key's plan over the policy.
-    const p = effectiveParams(itemOf(policy), await stub.getPlan(), override);
+    const p = effectiveParams(itemOf(policy), await stub.getPlan(), override, clock.now());
     return c.json({
       keyId,
       policy: policy.name,

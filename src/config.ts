@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
 import en from "zod/v4/locales/en.js";
 import { SluiceError } from "./errors.ts";
+import type { Period } from "./limiter/calendar.ts";
 import type { PlanEntry } from "./plans.ts";
 
 // zod/mini with the English messages only: the full zod bundle would add ~430 KB to the worker.
@@ -23,6 +24,9 @@ export function parseDuration(value: unknown): number | undefined {
   if (ms === undefined || !Number.isFinite(ms) || !Number.isInteger(ms) || ms < 1) return undefined;
   return ms;
 }
+
+/** The shortest length of each calendar period (a month's real length is its own, 28 to 31 days). */
+const PERIOD_MIN_MS = { day: UNIT_MS.d, week: 7 * UNIT_MS.d, month: 28 * UNIT_MS.d } as const;
 
 /** Longest window accepted: beyond 31 days the usage and storage bounds in docs/ stop holding. */
 export const MAX_WINDOW_MS = 31 * UNIT_MS.d;
@@ -64,7 +68,9 @@ const policySchema = z
     name: z.string().check(z.regex(POLICY_NAME_RE, "expected [A-Za-z0-9._-]+")),
     limit: z.optional(positiveInt),
     window: z.optional(durationField),
-    algorithm: z._default(z.enum(["sliding-window", "fixed-window", "token-bucket"]), "sliding-window"),
+    // Optional rather than defaulted, so that a period policy can tell a given algorithm from none.
+    algorithm: z.optional(z.enum(["sliding-window", "fixed-window", "token-bucket"])),
+    period: z.optional(z.enum(["day", "week", "month"])),
     concurrency: z.optional(positiveInt),
     scope: z._default(z.array(scopePart).check(z.minLength(1)), ["key"]),
     match: z._default(
@@ -83,13 +89,19 @@ const policySchema = z
   })
   .check(
     z.superRefine((p, ctx) => {
-      const isRate = p.limit !== undefined || p.window !== undefined;
+      const isRate = p.limit !== undefined || p.window !== undefined || p.period !== undefined;
       const issue = (path: string, message: string) =>
         ctx.addIssue({ code: "custom", path: [path], message, input: p });
       if (isRate && p.concurrency !== undefined) {
         issue("concurrency", "a policy is either a rate policy (limit + window) or a concurrency policy, not both");
       } else if (!isRate && p.concurrency === undefined) {
         issue("limit", "expected limit and window, or concurrency");
+      } else if (isRate && p.period !== undefined) {
+        if (p.limit === undefined) issue("limit", "required with period");
+        if (p.window !== undefined) issue("period", "either window or period, not both");
+        if (p.algorithm !== undefined && p.algorithm !== "fixed-window") {
+          issue("algorithm", 'a period is counted in calendar windows: leave algorithm out (or "fixed-window")');
+        }
       } else if (isRate) {
         if (p.limit === undefined) issue("limit", "required with window");
         if (p.window === undefined) issue("window", "required with limit");
@@ -182,6 +194,9 @@ function planIssues(c: ParsedConfig): string[] {
       } else {
         if (e.concurrency !== undefined) out.push(`${at}.concurrency: not a concurrency policy`);
         if (e.limit === undefined && e.window === undefined) out.push(`${at}.limit: required (or window)`);
+        if (p.period !== undefined && e.window !== undefined) {
+          out.push(`${at}.window: a plan changes the limit of a period policy, never its period`);
+        }
         const ms = parseDuration(e.window);
         if (ms !== undefined && ms > MAX_WINDOW_MS) out.push(`${at}.window: at most 31 days`);
       }
@@ -197,6 +212,7 @@ function planIssues(c: ParsedConfig): string[] {
 export type SluiceConfigInput = z.input<typeof configSchema>;
 
 export type Algorithm = "sliding-window" | "fixed-window" | "token-bucket";
+export type { Period };
 
 /** One policy after validation, with every default filled in and durations in ms. */
 export type Policy = RatePolicy | ConcurrencyPolicy;
@@ -222,9 +238,11 @@ interface PolicyBase {
 export interface RatePolicy extends PolicyBase {
   kind: "rate";
   limit: number;
-  /** Window length in ms. */
+  /** Window length in ms; of a period policy, the period's shortest length (the algorithm uses its real one). */
   windowMs: number;
   algorithm: Algorithm;
+  /** A quota in calendar periods (UTC) instead of a window; its algorithm is fixed-window. */
+  period?: Period;
 }
 export interface ConcurrencyPolicy extends PolicyBase {
   kind: "concurrency";
@@ -330,12 +348,22 @@ export function parseConfig(raw: unknown): SluiceConfig {
         if (c.defaultPlan !== undefined) base.defaultPlan = c.defaultPlan;
       }
       if (p.concurrency !== undefined) return { ...base, kind: "concurrency", concurrency: p.concurrency };
+      if (p.period !== undefined) {
+        return {
+          ...base,
+          kind: "rate",
+          limit: p.limit as number,
+          windowMs: PERIOD_MIN_MS[p.period],
+          algorithm: "fixed-window",
+          period: p.period,
+        };
+      }
       return {
         ...base,
         kind: "rate",
         limit: p.limit as number,
         windowMs: parseDuration(p.window) as number,
-        algorithm: p.algorithm,
+        algorithm: p.algorithm ?? "sliding-window",
       };
     }),
   };

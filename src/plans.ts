@@ -7,6 +7,8 @@
  * Precedence, field by field: the key's override, then the key's plan, then the policy.
  */
 
+import { type Period, periodLength } from "./limiter/calendar.ts";
+
 /** What a plan or an override replaces of one policy; a field left out keeps the one below it. */
 export interface PlanEntry {
   /** Rate: units per window. Concurrency: slots. */
@@ -19,6 +21,8 @@ export interface PlanEntry {
 export interface PlannedItem {
   limit: number;
   windowMs: number;
+  /** A quota's calendar period: its window is the period in force, whatever a plan or override says. */
+  period?: Period | undefined;
   /** Every plan of the configuration by name, with what it replaces of this policy (`{}`: nothing). */
   plans?: Record<string, PlanEntry> | undefined;
   /** The plan of a key that was given none. */
@@ -39,16 +43,20 @@ export function effectivePlan(
   return null;
 }
 
-/** The limit and window in force for one policy of one key: override > plan > policy. */
+/**
+ * The limit and window in force for one policy of one key at `now`: override > plan > policy. A
+ * period policy's window is the length of the calendar period `now` falls in (plans and overrides
+ * may change its limit, never its period).
+ */
 export function effectiveParams(
   item: PlannedItem,
   assigned: string | null | undefined,
   override: PlanEntry | undefined,
-): { limit: number; windowMs: number } {
+  now = 0,
+): { limit: number; windowMs: number; period?: Period } {
   const plan = effectivePlan(assigned, item.plans, item.defaultPlan);
   const entry = plan === null ? undefined : item.plans?.[plan];
-  return {
-    limit: override?.limit ?? entry?.limit ?? item.limit,
-    windowMs: override?.windowMs ?? entry?.windowMs ?? item.windowMs,
-  };
+  const limit = override?.limit ?? entry?.limit ?? item.limit;
+  if (item.period) return { limit, windowMs: periodLength(now, item.period), period: item.period };
+  return { limit, windowMs: override?.windowMs ?? entry?.windowMs ?? item.windowMs };
 }

@@ -92,6 +92,7 @@ export function itemOf(p: Policy): CheckItem {
     cost: p.cost,
     mode: p.mode,
   };
+  if (p.period !== undefined) item.period = p.period;
   return withPlans(item, p);
 }
 

@@ -6,6 +6,7 @@ import {
   consume,
   initState,
   isIdle,
+  type Period,
   type RateParams,
   type RateState,
   refund,
@@ -33,6 +34,8 @@ export interface CheckItem {
   limit: number;
   /** Rate: window in ms. Concurrency: 0. */
   windowMs: number;
+  /** A quota counted in calendar periods (algorithm fixed-window). */
+  period?: Period;
   cost: number;
   mode: "enforce" | "shadow";
   /** Key-scoped policies when plans are configured: what each plan replaces (src/plans.ts). */
@@ -160,7 +163,7 @@ export class SluiceLimiter extends DurableObject {
   }
 
   private params(item: CheckItem): RateParams {
-    return effectiveParams(item, this.plan, this.overrides.get(item.policy));
+    return effectiveParams(item, this.plan, this.overrides.get(item.policy), this.lastNow);
   }
 
   private row(policy: string): PolicyRow {
