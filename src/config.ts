@@ -71,6 +71,16 @@ const policySchema = z
     // Optional rather than defaulted, so that a period policy can tell a given algorithm from none.
     algorithm: z.optional(z.enum(["sliding-window", "fixed-window", "token-bucket"])),
     period: z.optional(z.enum(["day", "week", "month"])),
+    countStatus: z.optional(
+      z
+        .array(
+          z.union([
+            z.int().check(z.minimum(100), z.maximum(599)),
+            z.string().check(z.regex(/^[1-5]xx$/, 'expected a status class "1xx" to "5xx"')),
+          ]),
+        )
+        .check(z.minLength(1)),
+    ),
     concurrency: z.optional(positiveInt),
     scope: z._default(z.array(scopePart).check(z.minLength(1)), ["key"]),
     match: z._default(
@@ -107,6 +117,9 @@ const policySchema = z
         if (p.window === undefined) issue("window", "required with limit");
         const ms = parseDuration(p.window);
         if (ms !== undefined && ms > MAX_WINDOW_MS) issue("window", "at most 31 days");
+      }
+      if (p.concurrency !== undefined && p.countStatus !== undefined) {
+        issue("countStatus", "only a rate policy gives units back (a concurrency slot is freed by every answer)");
       }
       if (new Set(p.scope).size !== p.scope.length) issue("scope", "lists a scope twice");
     }),
@@ -243,6 +256,8 @@ export interface RatePolicy extends PolicyBase {
   algorithm: Algorithm;
   /** A quota in calendar periods (UTC) instead of a window; its algorithm is fixed-window. */
   period?: Period;
+  /** The answers whose units stay spent (codes and "2xx" classes); others are given back. */
+  countStatus?: (number | string)[];
 }
 export interface ConcurrencyPolicy extends PolicyBase {
   kind: "concurrency";
@@ -348,9 +363,11 @@ export function parseConfig(raw: unknown): SluiceConfig {
         if (c.defaultPlan !== undefined) base.defaultPlan = c.defaultPlan;
       }
       if (p.concurrency !== undefined) return { ...base, kind: "concurrency", concurrency: p.concurrency };
+      const counted = p.countStatus !== undefined ? { countStatus: p.countStatus } : {};
       if (p.period !== undefined) {
         return {
           ...base,
+          ...counted,
           kind: "rate",
           limit: p.limit as number,
           windowMs: PERIOD_MIN_MS[p.period],
@@ -360,6 +377,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
       }
       return {
         ...base,
+        ...counted,
         kind: "rate",
         limit: p.limit as number,
         windowMs: parseDuration(p.window) as number,

@@ -2,6 +2,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { BlockedCache, blockedCache } from "../blocked-cache.ts";
 import { clock } from "../clock.ts";
 import { loadConfig, parseConfig, type SluiceConfig, type SluiceConfigInput } from "../config.ts";
+import { giveBacks, giveBackWithinMs } from "../count-status.ts";
 import type { CheckResult, Outcome, SluiceLimiter } from "../durable-objects/limiter.ts";
 import { SluiceError } from "../errors.ts";
 import { mostRestrictive, retryAfterSeconds, tooManyRequests, writeRateHeaders } from "../headers.ts";
@@ -216,7 +217,14 @@ export function sluice({
         const unreported = a.plan.perKey ? blockedCache.takeUnreported(a.plan.name) : 0;
         try {
           a.result = await withTimeout(
-            a.stub.check(a.plan.items, leaseId, leaseMs, a.plan.perKey, unreported, refundableMs),
+            a.stub.check(
+              a.plan.items,
+              leaseId,
+              leaseMs,
+              a.plan.perKey,
+              unreported,
+              Math.max(refundableMs, giveBackWithinMs(config, a.plan.items)),
+            ),
             config.storeTimeoutMs,
           );
           blockedCache.record(a.cacheKey, a.result);
@@ -283,6 +291,10 @@ export function sluice({
     } catch (e) {
       release();
       throw e;
+    }
+    // countStatus: the units of an answer a policy does not count are given back, once (src/count-status.ts).
+    for (const g of giveBacks(config, asked, c.res.status, c.error !== undefined)) {
+      waitUntil(c, g.stub.undo(g.items, g.receipt));
     }
     let res = c.res;
     if (holders.length > 0) {
