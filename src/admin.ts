@@ -3,12 +3,14 @@ import * as z from "zod/mini";
 import { reportNow } from "./admit.ts";
 import { allowances } from "./allowance.ts";
 import { blockedCache } from "./blocked-cache.ts";
+import { clock } from "./clock.ts";
 import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "./config.ts";
 import type { Override, SluiceLimiter } from "./durable-objects/limiter.ts";
 import { renderError, SluiceError } from "./errors.ts";
 import { ceilSeconds } from "./headers.ts";
 import { keyIdOf } from "./identity.ts";
 import { logEvent } from "./log.ts";
+import { effectiveParams, effectivePlan } from "./plans.ts";
 import { itemOf, perKeyName } from "./policies.ts";
 
 type AdminEnv = {
@@ -80,6 +82,11 @@ const overrideBody = z.strictObject({
   concurrency: z.optional(positiveInt),
 });
 const deleteBody = z.strictObject(keyFields);
+const planBody = z.strictObject({
+  key: keyFields.key,
+  keyId: keyFields.keyId,
+  plan: z.nullable(z.string()),
+});
 
 async function jsonBody(req: Request): Promise<unknown> {
   try {
@@ -103,6 +110,12 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   const stubFor = (env: AdminEnv["Bindings"], keyId: string) =>
     env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(perKeyName(keyId)));
 
+  /** A period policy's period, for the usage figures. */
+  const periodOf = (name: string) => {
+    const p = policies.find((x) => x.name === name);
+    return p?.kind === "rate" && p.period !== undefined ? { period: p.period } : {};
+  };
+
   app.get("/health", (c) => c.json({ ok: true }));
 
   app.get("/keys/usage", async (c) => {
@@ -113,18 +126,21 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     const unreported = blockedCache.takeUnreported(perKeyName(keyId));
     if (unreported > 0) await stub.countRejected(unreported);
     await reportNow(stub, perKeyName(keyId), true);
-    const [outcomes, usage, overrides] = await Promise.all([
+    const [outcomes, usage, overrides, assigned] = await Promise.all([
       stub.peek(policies.map(itemOf)),
       stub.usageTotals(),
       stub.getOverrides(),
+      stub.getPlan(),
     ]);
     return c.json({
       keyId,
+      plan: effectivePlan(assigned, config.plans, config.defaultPlan),
       policies: outcomes.map((o) => ({
         policy: o.policy,
         kind: o.kind,
         limit: o.limit,
         ...(o.kind === "rate" ? { window: o.windowMs / 1000 } : {}),
+        ...periodOf(o.policy),
         remaining: o.remaining,
         reset: o.kind === "rate" && o.remaining < o.limit ? ceilSeconds(o.resetMs) : 0,
         override: overrides[o.policy] !== undefined,
@@ -148,7 +164,9 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     if (policy.kind === "rate") {
       if (b.concurrency !== undefined) issues.push("concurrency: not a concurrency policy");
       if (b.limit !== undefined) override.limit = b.limit;
-      if (b.window !== undefined) {
+      if (b.window !== undefined && policy.period !== undefined) {
+        issues.push(`window: a period policy ("${policy.period}") takes limit only`);
+      } else if (b.window !== undefined) {
         const ms = parseDuration(b.window);
         if (ms === undefined) issues.push('window: expected a duration such as "10s", "1m", "1h" or seconds');
         else override.windowMs = ms;
@@ -160,16 +178,17 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
       else override.limit = b.concurrency;
     }
     if (issues.length > 0) throw badRequest(issues);
-    await stubFor(c.env, keyId).setOverride(policy.name, override);
+    const stub = stubFor(c.env, keyId);
+    await stub.setOverride(policy.name, override);
     blockedCache.clear();
     allowances.retireObject(perKeyName(keyId));
     logEvent("sluice.override_set", { keyId, policy: policy.name, ...override });
+    // What is in force now: the override over the key's plan over the policy.
+    const p = effectiveParams(itemOf(policy), await stub.getPlan(), override, clock.now());
     return c.json({
       keyId,
       policy: policy.name,
-      ...(policy.kind === "rate"
-        ? { limit: override.limit ?? policy.limit, window: (override.windowMs ?? policy.windowMs) / 1000 }
-        : { concurrency: override.limit }),
+      ...(policy.kind === "rate" ? { limit: p.limit, window: p.windowMs / 1000 } : { concurrency: p.limit }),
     });
   });
 
@@ -182,6 +201,24 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     allowances.retireObject(perKeyName(keyId));
     logEvent("sluice.override_deleted", { keyId, policy: parsed.data.policy, removed });
     return c.json({ keyId, policy: parsed.data.policy, removed });
+  });
+
+  app.put("/keys/plan", async (c) => {
+    const parsed = planBody.safeParse(await jsonBody(c.req.raw));
+    if (!parsed.success) throw badRequest(zodIssues(parsed.error));
+    const b = parsed.data;
+    const keyId = await keyIdFrom(b.key, b.keyId);
+    if (b.plan !== null && !Object.hasOwn(config.plans, b.plan)) {
+      const known = Object.keys(config.plans);
+      throw badRequest([
+        `plan: no plan "${b.plan}" in SLUICE_CONFIG${known.length > 0 ? ` (plans: ${known.join(", ")})` : ""}`,
+      ]);
+    }
+    await stubFor(c.env, keyId).setPlan(b.plan);
+    blockedCache.clear();
+    allowances.retireObject(perKeyName(keyId));
+    logEvent("sluice.plan_set", { keyId, plan: b.plan });
+    return c.json({ keyId, plan: effectivePlan(b.plan, config.plans, config.defaultPlan) });
   });
 
   app.delete("/keys/counters", async (c) => {

@@ -2,6 +2,7 @@ import { allowances, type LocalAdmission } from "./allowance.ts";
 import { BlockedCache, blockedCache } from "./blocked-cache.ts";
 import { clock } from "./clock.ts";
 import type { SluiceConfig } from "./config.ts";
+import { giveBackWithinMs } from "./count-status.ts";
 import type { CheckResult, Outcome, SluiceLimiter } from "./durable-objects/limiter.ts";
 import { Ledger } from "./ledger.ts";
 import type { BucketPlan } from "./policies.ts";
@@ -64,8 +65,17 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   });
 }
 
+/**
+ * True when this object's requests may be admitted from an allowance: allowance "auto", rate
+ * policies of the sliding or fixed window only, and no countStatus (its give-back needs the
+ * object's own booking of the request).
+ */
 function usesAllowance(config: SluiceConfig, a: Asked): boolean {
-  return config.allowance === "auto" && Ledger.allowanceEligible(a.plan.items);
+  return (
+    config.allowance === "auto" &&
+    Ledger.allowanceEligible(a.plan.items) &&
+    giveBackWithinMs(config, a.plan.items) === 0
+  );
 }
 
 /** Decides one request. */
@@ -172,7 +182,8 @@ async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: Call, n
           recordUsage: a.plan.perKey,
           rejectedElsewhere: a.plan.perKey ? blockedCache.takeUnreported(name) : 0,
           passedElsewhere: a.plan.perKey ? allowances.takePassed(name) : 0,
-          refundableMs,
+          // A countStatus give-back may free room early too (src/count-status.ts).
+          refundableMs: Math.max(refundableMs, giveBackWithinMs(config, a.plan.items)),
           holder: allowances.holder,
           // The object decides this request itself: it must see exactly what was used.
           reports: allowances.reportsFor(name, now, true),

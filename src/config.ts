@@ -1,6 +1,8 @@
 import * as z from "zod/mini";
 import en from "zod/v4/locales/en.js";
 import { SluiceError } from "./errors.ts";
+import type { Period } from "./limiter/calendar.ts";
+import type { PlanEntry } from "./plans.ts";
 
 // zod/mini with the English messages only: the full zod bundle would add ~430 KB to the worker.
 z.config(en());
@@ -22,6 +24,9 @@ export function parseDuration(value: unknown): number | undefined {
   if (ms === undefined || !Number.isFinite(ms) || !Number.isInteger(ms) || ms < 1) return undefined;
   return ms;
 }
+
+/** The shortest length of each calendar period (a month's real length is its own, 28 to 31 days). */
+const PERIOD_MIN_MS = { day: UNIT_MS.d, week: 7 * UNIT_MS.d, month: 28 * UNIT_MS.d } as const;
 
 /** Longest window accepted: beyond 31 days the usage and storage bounds in docs/ stop holding. */
 export const MAX_WINDOW_MS = 31 * UNIT_MS.d;
@@ -63,7 +68,19 @@ const policySchema = z
     name: z.string().check(z.regex(POLICY_NAME_RE, "expected [A-Za-z0-9._-]+")),
     limit: z.optional(positiveInt),
     window: z.optional(durationField),
-    algorithm: z._default(z.enum(["sliding-window", "fixed-window", "token-bucket"]), "sliding-window"),
+    // Optional rather than defaulted, so that a period policy can tell a given algorithm from none.
+    algorithm: z.optional(z.enum(["sliding-window", "fixed-window", "token-bucket"])),
+    period: z.optional(z.enum(["day", "week", "month"])),
+    countStatus: z.optional(
+      z
+        .array(
+          z.union([
+            z.int().check(z.minimum(100), z.maximum(599)),
+            z.string().check(z.regex(/^[1-5]xx$/, 'expected a status class "1xx" to "5xx"')),
+          ]),
+        )
+        .check(z.minLength(1)),
+    ),
     concurrency: z.optional(positiveInt),
     scope: z._default(z.array(scopePart).check(z.minLength(1)), ["key"]),
     match: z._default(
@@ -82,22 +99,38 @@ const policySchema = z
   })
   .check(
     z.superRefine((p, ctx) => {
-      const isRate = p.limit !== undefined || p.window !== undefined;
+      const isRate = p.limit !== undefined || p.window !== undefined || p.period !== undefined;
       const issue = (path: string, message: string) =>
         ctx.addIssue({ code: "custom", path: [path], message, input: p });
       if (isRate && p.concurrency !== undefined) {
         issue("concurrency", "a policy is either a rate policy (limit + window) or a concurrency policy, not both");
       } else if (!isRate && p.concurrency === undefined) {
         issue("limit", "expected limit and window, or concurrency");
+      } else if (isRate && p.period !== undefined) {
+        if (p.limit === undefined) issue("limit", "required with period");
+        if (p.window !== undefined) issue("period", "either window or period, not both");
+        if (p.algorithm !== undefined && p.algorithm !== "fixed-window") {
+          issue("algorithm", 'a period is counted in calendar windows: leave algorithm out (or "fixed-window")');
+        }
       } else if (isRate) {
         if (p.limit === undefined) issue("limit", "required with window");
         if (p.window === undefined) issue("window", "required with limit");
         const ms = parseDuration(p.window);
         if (ms !== undefined && ms > MAX_WINDOW_MS) issue("window", "at most 31 days");
       }
+      if (p.concurrency !== undefined && p.countStatus !== undefined) {
+        issue("countStatus", "only a rate policy gives units back (a concurrency slot is freed by every answer)");
+      }
       if (new Set(p.scope).size !== p.scope.length) issue("scope", "lists a scope twice");
     }),
   );
+
+/** What a plan replaces of one policy: rate fields for a rate policy, concurrency for a concurrency one. */
+const planEntrySchema = z.strictObject({
+  limit: z.optional(positiveInt),
+  window: z.optional(durationField),
+  concurrency: z.optional(positiveInt),
+});
 
 const configSchema = z.strictObject({
   identity: z._default(z.array(identitySource).check(z.minLength(1)), ["header:x-api-key", "bearer", "ip"]),
@@ -126,6 +159,13 @@ const configSchema = z.strictObject({
   allowance: z._default(z.enum(["auto", "off"]), "auto"),
   ipv6Prefix: z._default(z.int().check(z.minimum(1), z.maximum(128)), 64),
   rejectionLog: z._default(z.enum(["sampled", "all", "off"]), "sampled"),
+  plans: z.optional(
+    z.record(
+      z.string().check(z.regex(POLICY_NAME_RE, "expected a plan name of [A-Za-z0-9._-]+")),
+      z.record(z.string(), planEntrySchema),
+    ),
+  ),
+  defaultPlan: z.optional(z.string()),
 });
 
 /** Duplicate names, found on the raw input so they are reported beside every other issue. */
@@ -143,10 +183,52 @@ function duplicateNames(input: unknown): string[] {
   return out;
 }
 
+type ParsedConfig = z.output<typeof configSchema>;
+
+/**
+ * Plans checked against the policies they name: every policy exists and is scoped to the key alone
+ * (a plan belongs to a key; a bucket shared by many keys has no one plan), a rate policy takes
+ * `limit`/`window`, a concurrency policy `concurrency`, and `defaultPlan` names a plan.
+ */
+function planIssues(c: ParsedConfig): string[] {
+  const out: string[] = [];
+  const plans = c.plans ?? {};
+  for (const [plan, entries] of Object.entries(plans)) {
+    for (const [name, e] of Object.entries(entries)) {
+      const at = `plans.${plan}.${name}`;
+      const p = c.policies.find((x) => x.name === name);
+      if (!p) {
+        out.push(`${at}: no policy "${name}" in policies`);
+        continue;
+      }
+      if (!(p.scope.length === 1 && p.scope[0] === "key")) {
+        out.push(`${at}: a plan applies only to policies with scope ["key"] (this one is shared by many keys)`);
+      }
+      if (p.concurrency !== undefined) {
+        if (e.limit !== undefined || e.window !== undefined) out.push(`${at}: a concurrency policy takes concurrency`);
+        if (e.concurrency === undefined) out.push(`${at}.concurrency: required`);
+      } else {
+        if (e.concurrency !== undefined) out.push(`${at}.concurrency: not a concurrency policy`);
+        if (e.limit === undefined && e.window === undefined) out.push(`${at}.limit: required (or window)`);
+        if (p.period !== undefined && e.window !== undefined) {
+          out.push(`${at}.window: a plan changes the limit of a period policy, never its period`);
+        }
+        const ms = parseDuration(e.window);
+        if (ms !== undefined && ms > MAX_WINDOW_MS) out.push(`${at}.window: at most 31 days`);
+      }
+    }
+  }
+  if (c.defaultPlan !== undefined && !Object.hasOwn(plans, c.defaultPlan)) {
+    out.push(`defaultPlan: no plan "${c.defaultPlan}" in plans`);
+  }
+  return out;
+}
+
 /** SLUICE_CONFIG as written in wrangler.toml. */
 export type SluiceConfigInput = z.input<typeof configSchema>;
 
 export type Algorithm = "sliding-window" | "fixed-window" | "token-bucket";
+export type { Period };
 
 /** One policy after validation, with every default filled in and durations in ms. */
 export type Policy = RatePolicy | ConcurrencyPolicy;
@@ -161,13 +243,24 @@ interface PolicyBase {
   paths: string[] | undefined;
   cost: number;
   mode: "enforce" | "shadow";
+  /**
+   * For a policy scoped to the key alone when plans are configured: what every plan replaces of it
+   * (`{}` for a plan that leaves it alone), by plan name. See src/plans.ts.
+   */
+  plans?: Record<string, PlanEntry>;
+  /** The plan of a key that was given none. */
+  defaultPlan?: string;
 }
 export interface RatePolicy extends PolicyBase {
   kind: "rate";
   limit: number;
-  /** Window length in ms. */
+  /** Window length in ms; of a period policy, the period's shortest length (the algorithm uses its real one). */
   windowMs: number;
   algorithm: Algorithm;
+  /** A quota in calendar periods (UTC) instead of a window; its algorithm is fixed-window. */
+  period?: Period;
+  /** The answers whose units stay spent (codes and "2xx" classes); others are given back. */
+  countStatus?: (number | string)[];
 }
 export interface ConcurrencyPolicy extends PolicyBase {
   kind: "concurrency";
@@ -191,6 +284,9 @@ export interface SluiceConfig {
   ipv6Prefix: number;
   /** Log lines of 429s and shadow violations: "sampled" per keyId, policy and second; "all"; "off". */
   rejectionLog: "sampled" | "all" | "off";
+  /** Plan name -> policy name -> what the plan replaces (concurrency as `limit`). */
+  plans: Record<string, Record<string, PlanEntry>>;
+  defaultPlan: string | undefined;
 }
 
 /** Thrown when SLUICE_CONFIG does not validate; `issues` names each bad field. */
@@ -235,8 +331,22 @@ export function parseConfig(raw: unknown): SluiceConfig {
   const result = configSchema.safeParse(input);
   const issues = result.success ? [] : result.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
   issues.push(...duplicateNames(input));
+  if (result.success) issues.push(...planIssues(result.data));
   if (!result.success || issues.length > 0) throw new ConfigError(issues);
   const c = result.data;
+  const plans: Record<string, Record<string, PlanEntry>> = {};
+  for (const [plan, entries] of Object.entries(c.plans ?? {})) {
+    plans[plan] = {};
+    for (const [name, e] of Object.entries(entries)) {
+      const entry: PlanEntry = {};
+      const limit = e.concurrency ?? e.limit;
+      if (limit !== undefined) entry.limit = limit;
+      if (e.window !== undefined) entry.windowMs = parseDuration(e.window) as number;
+      plans[plan][name] = entry;
+    }
+  }
+  const plansOf = (name: string): Record<string, PlanEntry> =>
+    Object.fromEntries(Object.entries(plans).map(([plan, entries]) => [plan, entries[name] ?? {}]));
   return {
     identity: c.identity,
     headers: c.headers,
@@ -249,6 +359,8 @@ export function parseConfig(raw: unknown): SluiceConfig {
     allowance: c.allowance,
     ipv6Prefix: c.ipv6Prefix,
     rejectionLog: c.rejectionLog,
+    plans,
+    defaultPlan: c.defaultPlan,
     policies: c.policies.map((p): Policy => {
       const base: PolicyBase = {
         name: p.name,
@@ -258,13 +370,30 @@ export function parseConfig(raw: unknown): SluiceConfig {
         cost: p.cost,
         mode: p.mode,
       };
+      if (c.plans !== undefined && p.scope.length === 1 && p.scope[0] === "key") {
+        base.plans = plansOf(p.name);
+        if (c.defaultPlan !== undefined) base.defaultPlan = c.defaultPlan;
+      }
       if (p.concurrency !== undefined) return { ...base, kind: "concurrency", concurrency: p.concurrency };
+      const counted = p.countStatus !== undefined ? { countStatus: p.countStatus } : {};
+      if (p.period !== undefined) {
+        return {
+          ...base,
+          ...counted,
+          kind: "rate",
+          limit: p.limit as number,
+          windowMs: PERIOD_MIN_MS[p.period],
+          algorithm: "fixed-window",
+          period: p.period,
+        };
+      }
       return {
         ...base,
+        ...counted,
         kind: "rate",
         limit: p.limit as number,
         windowMs: parseDuration(p.window) as number,
-        algorithm: p.algorithm,
+        algorithm: p.algorithm ?? "sliding-window",
       };
     }),
   };

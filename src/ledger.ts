@@ -1,15 +1,18 @@
 import type { Algorithm } from "./config.ts";
+import { fixedEnd } from "./limiter/fixed-window.ts";
 import {
   bookAt,
   check,
   consume,
   initState,
   isIdle,
+  type Period,
   type RateParams,
   type RateState,
   refund,
   type Verdict,
 } from "./limiter/index.ts";
+import { effectiveParams, type PlanEntry } from "./plans.ts";
 
 /**
  * The ledger of one Durable Object: every counter of its bucket, pure (the clock is passed in, no
@@ -52,8 +55,13 @@ export interface CheckItem {
   limit: number;
   /** Rate: window in ms. Concurrency: 0. */
   windowMs: number;
+  /** A quota counted in calendar periods (algorithm fixed-window). */
+  period?: Period;
   cost: number;
   mode: "enforce" | "shadow";
+  /** Key-scoped policies when plans are configured: what each plan replaces (src/plans.ts). */
+  plans?: Record<string, PlanEntry>;
+  defaultPlan?: string;
 }
 
 /** What one policy decided, after overrides. */
@@ -178,6 +186,10 @@ export interface Decision {
 export class Ledger {
   readonly rows = new Map<string, Row>();
   readonly overrides = new Map<string, Override>();
+  /** The plan this key was put on (PUT keys/plan); null: the configuration's defaultPlan. */
+  plan: string | null = null;
+  /** The clock of the call being served (a period policy's window depends on it). */
+  private t = 0;
   /** Hour index -> [passed, rejected]. */
   readonly usage = new Map<number, [number, number]>();
   /** Policies whose row changed since it was last written. */
@@ -258,9 +270,9 @@ export class Ledger {
 
   // ---- parameters and rows
 
+  /** The limit and window in force: override > plan > policy (src/plans.ts). */
   params(item: CheckItem): RateParams {
-    const o = this.overrides.get(item.policy);
-    return { limit: o?.limit ?? item.limit, windowMs: o?.windowMs ?? item.windowMs };
+    return effectiveParams(item, this.plan, this.overrides.get(item.policy), this.t);
   }
 
   private row(policy: string): Row {
@@ -294,6 +306,7 @@ export class Ledger {
 
   /** Decides one request for every item, consuming nothing. */
   decide(items: readonly CheckItem[], now: number): Decision {
+    this.t = now;
     const outcomes: Outcome[] = [];
     let allowed = true;
     for (const item of items) {
@@ -301,7 +314,7 @@ export class Ledger {
       let limit: number;
       let windowMs = 0;
       if (item.kind === "concurrency") {
-        limit = this.overrides.get(item.policy)?.limit ?? item.limit;
+        limit = this.params(item).limit;
         const held = this.liveLeases(item.policy, now).size;
         v =
           held + 1 <= limit
@@ -326,6 +339,7 @@ export class Ledger {
    * it), from the storage block of each rate policy, opening a new block where needed.
    */
   admit(items: readonly CheckItem[], d: Decision, now: number, leaseId: string, leaseMs: number): Receipt {
+    this.t = now;
     const receipt: Receipt = { bookings: [] };
     items.forEach((item, i) => {
       const o = d.outcomes[i] as Outcome;
@@ -367,7 +381,7 @@ export class Ledger {
     const units = Math.max(cost, Math.min(room, Math.ceil((r.rate ?? 0) * BLOCK_MS)));
     // A block of just this request is used up at once: it ends now, so a restart dates it exactly.
     let end = units === cost ? now : now + BLOCK_MS;
-    if (win !== undefined) end = Math.min(end, win + p.windowMs - 1);
+    if (win !== undefined) end = Math.min(end, fixedEnd(win, p) - 1);
     r.block = { end, left: units - cost, units, opened: now };
     if (win !== undefined) r.block.win = win;
     this.mustWrite = true;
@@ -419,6 +433,7 @@ export class Ledger {
    */
   grant(items: readonly CheckItem[], now: number, holder: string, ratePerSec: number, id: string): Grant | null {
     if (!Ledger.allowanceEligible(items)) return null;
+    this.t = now;
     let durationMs = MAX_ALLOWANCE_MS;
     let requests = Number.POSITIVE_INFINITY;
     for (const item of items) {
@@ -427,8 +442,8 @@ export class Ledger {
       durationMs = Math.min(durationMs, Math.floor(p.windowMs / ALLOWANCE_WINDOW_SHARE));
       // A fixed window's allowance never spans its boundary.
       if (state.algorithm === "fixed-window") {
-        const start = Math.floor(now / p.windowMs) * p.windowMs;
-        durationMs = Math.min(durationMs, start + p.windowMs - 1 - now);
+        check(state, now, p, 0); // rolls to the window `now` is in
+        durationMs = Math.min(durationMs, fixedEnd(state.s.start, p) - 1 - now);
       }
       const room = check(state, now, p, 0).remaining;
       requests = Math.min(requests, Math.floor(room / (ALLOWANCE_ROOM_SHARE * item.cost)));
@@ -507,7 +522,7 @@ export class Ledger {
     for (const [id, g] of r.grants) {
       const gone =
         state.algorithm === "fixed-window"
-          ? state.s.start !== g.win && now >= (g.win as number) + r.params.windowMs
+          ? state.s.start !== g.win && now >= fixedEnd(g.win as number, r.params)
           : g.end + r.params.windowMs <= now;
       if (gone) r.grants.delete(id);
     }
@@ -533,9 +548,10 @@ export class Ledger {
 
   /** The current standing of each policy, consuming nothing. */
   peek(items: readonly CheckItem[], now: number): Outcome[] {
+    this.t = now;
     return items.map((item) => {
       if (item.kind === "concurrency") {
-        const limit = this.overrides.get(item.policy)?.limit ?? item.limit;
+        const limit = this.params(item).limit;
         const held = this.liveLeases(item.policy, now).size;
         return {
           policy: item.policy,

@@ -70,17 +70,20 @@ export interface BucketPlan {
 /** What the Durable Object is asked for one policy. */
 export function itemOf(p: Policy): CheckItem {
   if (p.kind === "concurrency") {
-    return {
-      policy: p.name,
-      kind: "concurrency",
-      algorithm: "sliding-window",
-      limit: p.concurrency,
-      windowMs: 0,
-      cost: 1,
-      mode: p.mode,
-    };
+    return withPlans(
+      {
+        policy: p.name,
+        kind: "concurrency",
+        algorithm: "sliding-window",
+        limit: p.concurrency,
+        windowMs: 0,
+        cost: 1,
+        mode: p.mode,
+      },
+      p,
+    );
   }
-  return {
+  const item: CheckItem = {
     policy: p.name,
     kind: "rate",
     algorithm: p.algorithm,
@@ -89,6 +92,15 @@ export function itemOf(p: Policy): CheckItem {
     cost: p.cost,
     mode: p.mode,
   };
+  if (p.period !== undefined) item.period = p.period;
+  return withPlans(item, p);
+}
+
+/** The plan table of a key-scoped policy travels with its item (the object has no configuration). */
+function withPlans(item: CheckItem, p: Policy): CheckItem {
+  if (p.plans !== undefined) item.plans = p.plans;
+  if (p.defaultPlan !== undefined) item.defaultPlan = p.defaultPlan;
+  return item;
 }
 
 export function perKeyName(keyId: string): string {

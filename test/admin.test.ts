@@ -86,6 +86,7 @@ describe("admin API", () => {
       const body = (await res.json()) as Record<string, unknown>;
       expect(body).toEqual({
         keyId: (await sha256Hex(key)).slice(0, 16),
+        plan: null,
         policies: [
           { policy: "standard", kind: "rate", limit: 3, window: 60, remaining: 0, reset: 40, override: false },
           { policy: "parallel", kind: "concurrency", limit: 5, remaining: 5, reset: 0, override: false },

@@ -6,6 +6,7 @@ import apvisoToml from "../docs/examples/apviso.toml?raw";
 import facturapiToml from "../docs/examples/facturapi.toml?raw";
 import lexofficeToml from "../docs/examples/lexoffice.toml?raw";
 import smensoToml from "../docs/examples/smenso.toml?raw";
+import tieredToml from "../docs/examples/tiered.toml?raw";
 import vismaToml from "../docs/examples/visma.toml?raw";
 import { parseConfig, type SluiceConfigInput } from "../src/config.ts";
 import { validateOriginUrl } from "../src/proxy.ts";
@@ -396,5 +397,91 @@ describe("Facturapi: per-operation policies, by key else by IP, RATE_LIMIT_EXCEE
     expect(await burst(25, "/v2/products/prod_1", from(ip))).toEqual(all200(25));
     expect((await send("/v2/products/prod_1", from(ip))).status).toBe(429);
     expect((await send("/v2/products/prod_1", from(other))).status).toBe(200);
+  });
+});
+
+describe("Tiers: free and pro plans, a per-minute rate and a monthly quota counting 2xx only", () => {
+  const config = configOf(tieredToml);
+  const ADMIN = "tiered-admin-token-0123456789";
+  const bindings = { SLUICE_ADMIN_TOKEN: ADMIN };
+  const adminCall = (method: string, path: string, body?: unknown) =>
+    sendSettled(path, {
+      method,
+      headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      config,
+      bindings,
+    });
+  /** T0 is 2027-01-15 08:00 UTC: January has 31 days, 16 d 16 h of them left. */
+  const JANUARY_S = 31 * 86_400;
+  const TO_FEBRUARY_S = 16 * 86_400 + 16 * 3600;
+
+  it("configures both plans over a per-minute policy and a monthly 2xx quota, keys on free by default", () => {
+    expect(config).toMatchObject({
+      defaultPlan: "free",
+      plans: {
+        free: { "per-minute": { limit: 100 }, monthly: { limit: 10000 } },
+        pro: { "per-minute": { limit: 1000 }, monthly: { limit: 1000000 } },
+      },
+    });
+    expect(policyOf(config, "monthly")).toMatchObject({ limit: 10000, period: "month", countStatus: ["2xx"] });
+  });
+
+  it("free: 100 per minute, then 429 from per-minute; both policies in RateLimit-Policy, the month's w its length", async () => {
+    setClock(T0);
+    const opts = { headers: { "x-api-key": unique() }, config, bindings };
+    const first = await send("/v1/things", opts);
+    expect(first.headers.get("RateLimit-Policy")).toBe(`"per-minute";q=100;w=60, "monthly";q=10000;w=${JANUARY_S}`);
+    expect(legacy(first)).toMatchObject({ Limit: "100", Remaining: "99", Policy: "per-minute" });
+    expect(await burst(99, "/v1/things", opts)).toEqual(all200(99));
+    const limited = await send("/v1/things", opts);
+    expect(limited.status).toBe(429);
+    expect(limited.headers.get("Retry-After")).toBe("60");
+    expect(((await limited.json()) as { policy: string }).policy).toBe("per-minute");
+  });
+
+  it("the monthly quota counts 2xx answers only: the origin's 500s are given back, the minute still counts them", async () => {
+    setClock(T0);
+    const key = unique();
+    const opts = { headers: { "x-api-key": key }, config, bindings };
+    for (let i = 0; i < 3; i++) expect((await sendSettled("/__status/500", opts)).status).toBe(500);
+    for (let i = 0; i < 2; i++) expect((await sendSettled("/v1/things", opts)).status).toBe(200);
+    const usage = (await (await adminCall("GET", `/__sluice/keys/usage?key=${key}`)).json()) as {
+      plan: string;
+      policies: { policy: string; remaining: number }[];
+    };
+    expect(usage.plan).toBe("free");
+    expect(usage.policies.map((p) => [p.policy, p.remaining])).toEqual([
+      ["per-minute", 95],
+      ["monthly", 9998],
+    ]);
+  });
+
+  it("pro: PUT keys/plan lifts both limits from the next request", async () => {
+    setClock(T0);
+    const key = unique();
+    const opts = { headers: { "x-api-key": key }, config, bindings };
+    await sendSettled("/v1/things", opts);
+    expect((await adminCall("PUT", "/__sluice/keys/plan", { key, plan: "pro" })).status).toBe(200);
+    const res = await send("/v1/things", opts);
+    expect(res.headers.get("RateLimit-Policy")).toBe(`"per-minute";q=1000;w=60, "monthly";q=1000000;w=${JANUARY_S}`);
+    expect(legacy(res)).toMatchObject({ Limit: "1000", Remaining: "998", Policy: "per-minute" });
+    expect(await burst(998, "/v1/things", opts)).toEqual(all200(998));
+    expect((await send("/v1/things", opts)).status).toBe(429);
+  });
+
+  it("a spent quota refuses until the 1st at 00:00 UTC, whatever the minute says", async () => {
+    setClock(T0);
+    const key = unique();
+    const opts = { headers: { "x-api-key": key }, config, bindings };
+    // A per-key override of the quota's limit (above the plan) makes it quick to spend.
+    await adminCall("PUT", "/__sluice/keys/overrides", { key, policy: "monthly", limit: 2 });
+    expect(await burst(2, "/v1/things", opts)).toEqual(all200(2));
+    const spent = await send("/v1/things", opts);
+    expect(spent.status).toBe(429);
+    expect(spent.headers.get("Retry-After")).toBe(String(TO_FEBRUARY_S));
+    expect(legacy(spent)).toMatchObject({ Policy: "monthly", Remaining: "0", Reset: String(TO_FEBRUARY_S) });
+    setClock(T0 + TO_FEBRUARY_S * 1000);
+    expect((await send("/v1/things", opts)).status).toBe(200);
   });
 });

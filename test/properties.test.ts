@@ -12,9 +12,17 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { Algorithm } from "../src/config.ts";
 import type { CheckItem, SluiceLimiter } from "../src/durable-objects/limiter.ts";
+import { type Period, periodLength } from "../src/limiter/calendar.ts";
 import { check, consume, initState, type RateParams, type RateState, refund } from "../src/limiter/index.ts";
 import { subBucketMs } from "../src/limiter/sliding-window.ts";
-import { ExactLog, FixedCounter, Gcra, type RefVerdict, TokenLevel } from "./support/reference-model.ts";
+import {
+  CalendarCounter,
+  ExactLog,
+  FixedCounter,
+  Gcra,
+  type RefVerdict,
+  TokenLevel,
+} from "./support/reference-model.ts";
 import { setClock, unique } from "./support/worker.ts";
 
 const REPLAY: { seed: number; path: string } | undefined = undefined;
@@ -186,6 +194,61 @@ describe("fixed window against a counter per epoch-aligned window", () => {
           }
         }
       }),
+      options(RUNS),
+    );
+  });
+});
+
+describe("calendar periods against a counter per UTC day, week and month", () => {
+  const HOUR = 3_600_000;
+  const DAY = 24 * HOUR;
+  it("every decision, remaining, reset, Retry-After and period length, limits changed midway (a plan or an override)", () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom<Period>("day", "week", "month"),
+        // 2024-01-01 to 2031-01-01: leap years 2024 and 2028, and seven year ends.
+        fc.integer({ min: Date.UTC(2024, 0, 1), max: Date.UTC(2031, 0, 1) }),
+        fc.integer({ min: 1, max: 20 }),
+        fc.array(
+          fc.record({
+            gap: fc.oneof(
+              { weight: 3, arbitrary: fc.integer({ min: 0, max: HOUR }) },
+              { weight: 2, arbitrary: fc.integer({ min: 0, max: 3 * DAY }) },
+              { weight: 1, arbitrary: fc.integer({ min: 0, max: 40 * DAY }) },
+            ),
+            cost: fc.oneof(
+              { weight: 4, arbitrary: fc.constant(1) },
+              { weight: 1, arbitrary: fc.integer({ min: 1, max: 21 }) },
+            ),
+            limit: fc.option(fc.integer({ min: 1, max: 20 }), { nil: undefined, freq: 8 }),
+          }),
+          { minLength: 1, maxLength: 60 },
+        ),
+        (period, start, baseLimit, steps) => {
+          const state = initState("fixed-window");
+          const ref = new CalendarCounter(period);
+          let limit = baseLimit;
+          let t = start;
+          for (const s of steps) {
+            t += s.gap;
+            limit = s.limit ?? limit;
+            const { start: from, end } = ref.bounds(t);
+            const p: RateParams = { limit, windowMs: periodLength(t, period), period };
+            expect(p.windowMs).toBe(end - from);
+            const got = check(state, t, p, s.cost);
+            expect(verdictOf(got)).toEqual(ref.decide(t, limit, s.cost));
+            if (got.allowed) {
+              consume(state, t, p, s.cost);
+              ref.admit(t, s.cost);
+            } else if (got.retryAfterMs !== Number.POSITIVE_INFINITY) {
+              // Retry-After is the period's end: admitted then, not a millisecond before.
+              const later = t + got.retryAfterMs;
+              expect(probe(state, later, { ...p, windowMs: periodLength(later, period) }, s.cost).allowed).toBe(true);
+              expect(probe(state, later - 1, p, s.cost).allowed).toBe(false);
+            }
+          }
+        },
+      ),
       options(RUNS),
     );
   });

@@ -119,6 +119,8 @@ export class SluiceLimiter extends DurableObject {
       if (r.window_ms !== null) o.windowMs = r.window_ms;
       this.ledger.overrides.set(r.policy, o);
     }
+    sql.exec(`CREATE TABLE IF NOT EXISTS plan (id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL)`);
+    for (const r of sql.exec<{ name: string }>(`SELECT name FROM plan`)) this.ledger.plan = r.name;
     for (const r of sql.exec<{ hour: number; passed: number; rejected: number }>(
       `SELECT hour, passed, rejected FROM usage`,
     )) {
@@ -227,6 +229,18 @@ export class SluiceLimiter extends DurableObject {
 
   async getOverrides(): Promise<Record<string, Override>> {
     return Object.fromEntries(this.ledger.overrides);
+  }
+
+  /** Puts this key on a plan (null: back to the configuration's defaultPlan), from the next request. */
+  async setPlan(name: string | null): Promise<void> {
+    this.ledger.plan = name;
+    if (name === null) this.write(`DELETE FROM plan`);
+    else this.write(`INSERT OR REPLACE INTO plan (id, name) VALUES (0, ?)`, name);
+  }
+
+  /** The plan this key was put on, or null when it was given none. */
+  async getPlan(): Promise<string | null> {
+    return this.ledger.plan;
   }
 
   /** Empties every counter of this object (rates and slots); overrides and usage stay. */

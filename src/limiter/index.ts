@@ -1,9 +1,10 @@
 import type { Algorithm } from "../config.ts";
-import { type FixedState, fixedAdd, fixedCheck, fixedInit, fixedRefund } from "./fixed-window.ts";
+import { type FixedState, fixedAdd, fixedCheck, fixedEnd, fixedInit, fixedRefund } from "./fixed-window.ts";
 import { type SlidingState, slidingAdd, slidingCheck, slidingInit, slidingRefund } from "./sliding-window.ts";
 import { type TokenState, tokenAdd, tokenBook, tokenCheck, tokenInit, tokenRefund } from "./token-bucket.ts";
 import type { RateParams, Verdict } from "./types.ts";
 
+export type { Period } from "./calendar.ts";
 export { NEVER, type RateParams, type Verdict } from "./types.ts";
 
 /** The stored state of one rate policy, tagged with the algorithm that owns it. */
@@ -41,7 +42,7 @@ export function consume(state: RateState, now: number, p: RateParams, cost: numb
     case "sliding-window":
       return slidingAdd(state.s, now, p.windowMs, cost);
     case "fixed-window":
-      return fixedAdd(state.s, now, p.windowMs, cost);
+      return fixedAdd(state.s, now, p.windowMs, cost, p.period);
     case "token-bucket":
       tokenAdd(state.s, now, p, cost);
       return now;
@@ -59,7 +60,7 @@ export function bookAt(state: RateState, now: number, end: number, p: RateParams
       slidingAdd(state.s, end, p.windowMs, units);
       return;
     case "fixed-window":
-      fixedAdd(state.s, now, p.windowMs, units);
+      fixedAdd(state.s, now, p.windowMs, units, p.period);
       return;
     case "token-bucket":
       tokenBook(state.s, now, end, p, units);
@@ -86,7 +87,7 @@ export function isIdle(state: RateState, now: number, p: RateParams): boolean {
     case "sliding-window":
       return state.s.total === 0 || (state.s.ends.at(-1) as number) <= now - p.windowMs;
     case "fixed-window":
-      return state.s.count === 0 || state.s.start + p.windowMs <= now;
+      return state.s.count === 0 || fixedEnd(state.s.start, p) <= now;
     case "token-bucket":
       return state.s.at === 0 || state.s.level + (now - state.s.at) * p.limit >= p.limit * p.windowMs;
   }

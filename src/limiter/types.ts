@@ -1,9 +1,13 @@
+import type { Period } from "./calendar.ts";
+
 /** What a rate algorithm needs of a policy (after any per-key override). */
 export interface RateParams {
   /** Units of cost allowed per window. */
   limit: number;
-  /** Window length in ms. */
+  /** Window length in ms (of a period policy: the length of the period in force). */
   windowMs: number;
+  /** Calendar periods instead of epoch-aligned windows (fixed-window only). */
+  period?: Period | undefined;
 }
 
 /**

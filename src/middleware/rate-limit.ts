@@ -1,6 +1,7 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { type Admission, admit } from "../admit.ts";
 import { loadConfig, parseConfig, type SluiceConfig, type SluiceConfigInput } from "../config.ts";
+import { giveBacks } from "../count-status.ts";
 import type { Outcome, SluiceLimiter } from "../durable-objects/limiter.ts";
 import { SluiceError } from "../errors.ts";
 import { mostRestrictive, retryAfterSeconds, tooManyRequests, writeRateHeaders } from "../headers.ts";
@@ -217,6 +218,10 @@ async function respond(c: Context, d: Admission, leaseId: string, leaseMs: numbe
   } catch (e) {
     release();
     throw e;
+  }
+  // countStatus: the units of an answer a policy does not count are given back, once (src/count-status.ts).
+  for (const g of giveBacks(config, d.asked, c.res.status, c.error !== undefined)) {
+    waitUntil(c, g.stub.undo(g.items, g.receipt));
   }
   let res = c.res;
   if (holders.length > 0) {

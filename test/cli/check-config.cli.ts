@@ -46,6 +46,7 @@ test("every docs/examples/*.toml passes check-config, with the policies its prov
     "facturapi.toml": "detail-reads, list-reads, creation, writes, heavy-writes",
     "lexoffice.toml": "per-second",
     "smenso.toml": "per-token, per-workspace",
+    "tiered.toml": "per-minute, monthly",
     "visma.toml": "4-fixed-window, 6-fixed-window",
   };
   const files = readdirSync("docs/examples").filter((f) => f.endsWith(".toml"));

@@ -16,7 +16,8 @@ export interface Seen {
 
 /**
  * A real HTTP origin on 127.0.0.1 for the integration tests. Paths under /__ choose a behaviour
- * (slow headers, big or broken bodies, redirects, held responses); every other path echoes what
+ * (slow headers, of any status with ?status=, big or broken bodies, redirects, held responses,
+ * /__status/<code>); every other path echoes what
  * arrived. Requests carrying x-test-id are logged under that id.
  */
 export async function startOrigin() {
@@ -59,7 +60,8 @@ export async function startOrigin() {
         f.max = Math.max(f.max, f.now);
         await new Promise((r) => setTimeout(r, Number(m[2])));
         f.now--;
-        return json(res, 200, seen);
+        // `?status=<code>`: a slow answer of that status (a failing origin that takes its time).
+        return json(res, Number(/[?&]status=(\d{3})/.exec(url)?.[1] ?? 200), seen);
       }
       case "big": {
         const total = Number(m[2]);

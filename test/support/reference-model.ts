@@ -177,3 +177,59 @@ export class Gcra {
     this.tatL = Math.max(this.tatL, t * p.limit) + cost * p.windowMs;
   }
 }
+
+/**
+ * A quota per calendar period in UTC, written with Date's own calendar (not src/limiter/calendar's
+ * arithmetic): the period's start is `t` with the time, the weekday (from Monday) or the day of the
+ * month wound back; its end is the start moved on by a day, 7 days or a month. One counter, for
+ * the period the last request fell in.
+ */
+export class CalendarCounter {
+  private start = Number.NaN;
+  private count = 0;
+
+  private readonly period: "day" | "week" | "month";
+
+  constructor(period: "day" | "week" | "month") {
+    this.period = period;
+  }
+
+  bounds(t: number): { start: number; end: number } {
+    const d = new Date(t);
+    d.setUTCHours(0, 0, 0, 0);
+    if (this.period === "week") d.setUTCDate(d.getUTCDate() - ((d.getUTCDay() + 6) % 7));
+    if (this.period === "month") d.setUTCDate(1);
+    const start = d.getTime();
+    if (this.period === "day") d.setUTCDate(d.getUTCDate() + 1);
+    else if (this.period === "week") d.setUTCDate(d.getUTCDate() + 7);
+    else d.setUTCMonth(d.getUTCMonth() + 1);
+    return { start, end: d.getTime() };
+  }
+
+  private roll(t: number): { start: number; end: number } {
+    const b = this.bounds(t);
+    if (b.start !== this.start) {
+      this.start = b.start;
+      this.count = 0;
+    }
+    return b;
+  }
+
+  decide(t: number, limit: number, cost: number): RefVerdict {
+    const { end } = this.roll(t);
+    const resetMs = end - t;
+    if (this.count + cost <= limit)
+      return { allowed: true, remaining: limit - this.count - cost, resetMs, retryAfterMs: 0 };
+    return {
+      allowed: false,
+      remaining: Math.max(0, limit - this.count),
+      resetMs,
+      retryAfterMs: cost > limit ? NEVER : resetMs,
+    };
+  }
+
+  admit(t: number, cost: number): void {
+    this.roll(t);
+    this.count += cost;
+  }
+}
