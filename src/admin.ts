@@ -2,6 +2,15 @@ import { Hono } from "hono";
 import * as z from "zod/mini";
 import { blockedCache } from "./blocked-cache.ts";
 import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "./config.ts";
+import {
+  type HourlySeries,
+  SHARDS,
+  type SluiceDirectory,
+  TOP_WINDOWS,
+  type TopBy,
+  type TopEntry,
+  type TopWindow,
+} from "./durable-objects/directory.ts";
 import type { Override, SluiceLimiter } from "./durable-objects/limiter.ts";
 import { renderError, SluiceError } from "./errors.ts";
 import { ceilSeconds } from "./headers.ts";
@@ -10,7 +19,12 @@ import { logEvent } from "./log.ts";
 import { itemOf, perKeyName } from "./policies.ts";
 
 type AdminEnv = {
-  Bindings: { SLUICE_LIMITER: DurableObjectNamespace<SluiceLimiter>; SLUICE_ADMIN_TOKEN?: string };
+  Bindings: {
+    SLUICE_LIMITER: DurableObjectNamespace<SluiceLimiter>;
+    /** The top-keys index (optional: without it /keys/top answers 500 invalid_config). */
+    SLUICE_DIRECTORY?: DurableObjectNamespace<SluiceDirectory>;
+    SLUICE_ADMIN_TOKEN?: string;
+  };
 };
 
 /**
@@ -91,6 +105,32 @@ function zodIssues(error: z.core.$ZodError): string[] {
   return error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`);
 }
 
+/** An hour index (ms / 3,600,000) as an ISO 8601 instant without milliseconds. */
+function hourIso(hour: number): string {
+  return new Date(hour * 3_600_000).toISOString().replace(".000Z", "Z");
+}
+
+const byRejected = (a: TopEntry, b: TopEntry) =>
+  b.rejected - a.rejected || b.passed - a.passed || (a.keyId < b.keyId ? -1 : 1);
+const byPassed = (a: TopEntry, b: TopEntry) =>
+  b.passed - a.passed || b.rejected - a.rejected || (a.keyId < b.keyId ? -1 : 1);
+
+export const TOP_LIMIT_MAX = 100;
+
+/** The query of /keys/top: by (default rejected), window (default 24h), limit (default 10). */
+function topQuery(q: Record<string, string>): { by: TopBy; window: TopWindow; limit: number } {
+  const issues: string[] = [];
+  const by = q.by ?? "rejected";
+  const window = q.window ?? "24h";
+  const limitText = q.limit ?? "10";
+  if (by !== "rejected" && by !== "passed") issues.push('by: expected "rejected" or "passed"');
+  if (!Object.hasOwn(TOP_WINDOWS, window)) issues.push('window: expected "24h", "7d" or "30d"');
+  const limit = /^[0-9]{1,3}$/.test(limitText) ? Number(limitText) : 0;
+  if (limit < 1 || limit > TOP_LIMIT_MAX) issues.push(`limit: expected a whole number from 1 to ${TOP_LIMIT_MAX}`);
+  if (issues.length > 0) throw badRequest(issues);
+  return { by: by as TopBy, window: window as TopWindow, limit };
+}
+
 /**
  * The admin API of SPEC 7, mounted at `config.adminPath`. Enabled only when the secret
  * SLUICE_ADMIN_TOKEN is set; every route but /health needs `Authorization: Bearer <token>`.
@@ -109,10 +149,11 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     // Rejections this isolate answered from its cache and has not reported yet count too.
     const unreported = blockedCache.takeUnreported(perKeyName(keyId));
     if (unreported > 0) await stub.countRejected(unreported);
-    const [outcomes, usage, overrides] = await Promise.all([
+    const [outcomes, usage, overrides, hourly] = await Promise.all([
       stub.peek(policies.map(itemOf)),
       stub.usageTotals(),
       stub.getOverrides(),
+      stub.usageHourly(),
     ]);
     return c.json({
       keyId,
@@ -126,7 +167,28 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
         override: overrides[o.policy] !== undefined,
       })),
       usage,
+      hourly: (hourly as HourlySeries).map(([h, passed, rejected]) => ({ hour: hourIso(h), passed, rejected })),
     });
+  });
+
+  app.get("/keys/top", async (c) => {
+    const q = topQuery(c.req.query());
+    const ns = c.env.SLUICE_DIRECTORY;
+    if (!ns) {
+      throw new SluiceError(500, "invalid_config", "top keys need the SLUICE_DIRECTORY Durable Object binding", {
+        issues: ["SLUICE_DIRECTORY: bind the SluiceDirectory class (see wrangler.toml)"],
+      });
+    }
+    const shards = await Promise.all(
+      Array.from({ length: SHARDS }, (_, i) => ns.get(ns.idFromName(`directory:${i}`)).top(q.by, q.window, q.limit)),
+    ).catch((e: unknown) => {
+      throw new SluiceError(503, "store_unavailable", "the top-keys index did not answer", { detail: String(e) });
+    });
+    const keys = shards
+      .flat()
+      .sort(q.by === "rejected" ? byRejected : byPassed)
+      .slice(0, q.limit);
+    return c.json({ keys });
   });
 
   app.put("/keys/overrides", async (c) => {

@@ -4,6 +4,7 @@
  */
 export { createApp, type SluiceEnv } from "./app.ts";
 export { type Duration, parseConfig, type SluiceConfig, type SluiceConfigInput } from "./config.ts";
+export { SluiceDirectory } from "./durable-objects/directory.ts";
 export { SluiceLimiter } from "./durable-objects/limiter.ts";
 export { SluiceError } from "./errors.ts";
 export { type SluiceOptions, type SluiceVariables, sluice } from "./middleware/rate-limit.ts";

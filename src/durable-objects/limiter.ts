@@ -11,6 +11,7 @@ import {
   refund,
   type Verdict,
 } from "../limiter/index.ts";
+import { type HourlySeries, reportUsage } from "./directory.ts";
 
 /**
  * Dirty counters reach SQLite at most this long after they change (see scheduleFlush). It is the
@@ -360,6 +361,15 @@ export class SluiceLimiter extends DurableObject {
     return { "24h": sum(24), "7d": sum(24 * 7), "30d": sum(24 * 30) };
   }
 
+  /** Hours with traffic in the last 30 days, ascending: [hour index, passed, rejected]. */
+  async usageHourly(): Promise<HourlySeries> {
+    const oldest = Math.floor(this.now() / HOUR_MS) - USAGE_KEEP_HOURS;
+    return [...this.usage]
+      .filter(([h]) => h > oldest)
+      .map(([h, [p, r]]): [number, number, number] => [h, p, r])
+      .sort((a, b) => a[0] - b[0]);
+  }
+
   /** Adds rejections the worker answered from its cache to the usage figures. */
   async countRejected(n: number): Promise<void> {
     this.addRejected(this.now(), n);
@@ -392,6 +402,7 @@ export class SluiceLimiter extends DurableObject {
    * Wall-clock time on purpose: this is about durability, not about the limiter's clock.
    */
   private scheduleFlush(): void {
+    if (this.dirtyHours.size > 0) reportUsage(this.ctx, this.env, this.usage);
     if (this.flushScheduled || (this.dirty.size === 0 && this.dirtyHours.size === 0)) return;
     const now = Date.now();
     if (now - this.lastFlushAt >= FLUSH_MS) {
