@@ -14,7 +14,7 @@ import {
 import type { Override, SluiceLimiter } from "./durable-objects/limiter.ts";
 import { renderError, SluiceError } from "./errors.ts";
 import { ceilSeconds } from "./headers.ts";
-import { keyIdOf } from "./identity.ts";
+import { keyIdOf, resolveIdentity } from "./identity.ts";
 import { logEvent } from "./log.ts";
 import { itemOf, perKeyName } from "./policies.ts";
 
@@ -253,6 +253,42 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   return app;
 }
 
+/**
+ * GET {adminPath}/me: the caller's own standing, the caller identified exactly as the policies
+ * identify it (first identity source present, else its address, else anonymous). It reads the
+ * caller's own per-key object only, consumes nothing, and needs no admin token: whoever can
+ * send a key's requests can already read its headers. `plan` is null until keys have plans.
+ */
+async function selfView(req: Request, env: AdminEnv["Bindings"], config: SluiceConfig): Promise<Response> {
+  const identity = await resolveIdentity(req, new URL(req.url), config.identity);
+  const name = perKeyName(identity.keyId);
+  const stub = env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(name));
+  let outcomes: Awaited<ReturnType<typeof stub.peek>>;
+  let usage: Awaited<ReturnType<typeof stub.usageTotals>>;
+  try {
+    const unreported = blockedCache.takeUnreported(name);
+    if (unreported > 0) await stub.countRejected(unreported);
+    [outcomes, usage] = await Promise.all([stub.peek(keyPolicies(config).map(itemOf)), stub.usageTotals()]);
+  } catch (e) {
+    logEvent("sluice.store_error", { keyId: identity.keyId, path: "me", error: String(e) });
+    throw new SluiceError(503, "rate_limiter_unavailable", "rate limiter unavailable");
+  }
+  return Response.json(
+    {
+      keyId: identity.keyId,
+      plan: null,
+      policies: outcomes.map((o) => ({
+        policy: o.policy,
+        limit: o.limit,
+        remaining: o.remaining,
+        reset: o.kind === "rate" && o.remaining < o.limit ? ceilSeconds(o.resetMs) : 0,
+      })),
+      usage,
+    },
+    { headers: { "Cache-Control": "no-store, private" } },
+  );
+}
+
 const adminApps = new WeakMap<SluiceConfig, Hono<AdminEnv>>();
 
 /**
@@ -266,9 +302,10 @@ export async function handleAdmin(
   ctx: Parameters<Hono["fetch"]>[2],
   config: SluiceConfig,
 ): Promise<Response> {
+  const path = new URL(req.url).pathname;
+  if (config.selfView && req.method === "GET" && path === `${config.adminPath}/me`) return selfView(req, env, config);
   const secret = env.SLUICE_ADMIN_TOKEN;
   if (!secret) return Response.json({ error: "not_found" }, { status: 404 });
-  const path = new URL(req.url).pathname;
   const health = req.method === "GET" && path === `${config.adminPath}/health`;
   if (!health && !(await tokenMatches(req.headers.get("authorization") ?? undefined, secret))) {
     logEvent("sluice.admin_unauthorized", { method: req.method, path });

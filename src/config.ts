@@ -123,6 +123,7 @@ const configSchema = z.strictObject({
     ),
     "/__sluice",
   ),
+  selfView: z._default(z.boolean(), true),
 });
 
 /** Duplicate names, found on the raw input so they are reported beside every other issue. */
@@ -182,6 +183,8 @@ export interface SluiceConfig {
   storeTimeoutMs: number;
   originTimeoutMs: number;
   adminPath: string;
+  /** GET {adminPath}/me answers callers with their own standing, without the admin token. */
+  selfView: boolean;
 }
 
 /** Thrown when SLUICE_CONFIG does not validate; `issues` names each bad field. */
@@ -237,6 +240,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
     storeTimeoutMs: c.storeTimeoutMs,
     originTimeoutMs: c.originTimeoutMs,
     adminPath: c.adminPath,
+    selfView: c.selfView,
     policies: c.policies.map((p): Policy => {
       const base: PolicyBase = {
         name: p.name,
