@@ -2,6 +2,7 @@ import { Hono } from "hono";
 import * as z from "zod/mini";
 import { blockedCache } from "./blocked-cache.ts";
 import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "./config.ts";
+import { dashboardResponse } from "./dashboard.ts";
 import {
   type HourlySeries,
   SHARDS,
@@ -167,7 +168,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
         override: overrides[o.policy] !== undefined,
       })),
       usage,
-      hourly: (hourly as HourlySeries).map(([h, passed, rejected]) => ({ hour: hourIso(h), passed, rejected })),
+      hourly: (hourly as unknown as HourlySeries).map(([h, passed, rejected]) => ({ hour: hourIso(h), passed, rejected })),
     });
   });
 
@@ -292,9 +293,11 @@ async function selfView(req: Request, env: AdminEnv["Bindings"], config: SluiceC
 const adminApps = new WeakMap<SluiceConfig, Hono<AdminEnv>>();
 
 /**
- * Answers a request whose path is under adminPath (see isAdminPath): 404 when the admin API is
- * off; /health to anyone; everything else only with the token, checked before routing so that
- * no spelling of a path tells a caller without it anything beyond 401.
+ * Answers a request whose path is under adminPath (see isAdminPath): GET /me to any caller when
+ * selfView is on (even with the admin API off); else 404 when the admin API is off; /health and
+ * the dashboard page (GET {adminPath}/, no data in it) to anyone; everything else only with the
+ * token, checked before routing so that no spelling of a path tells a caller without it anything
+ * beyond 401.
  */
 export async function handleAdmin(
   req: Request,
@@ -306,6 +309,9 @@ export async function handleAdmin(
   if (config.selfView && req.method === "GET" && path === `${config.adminPath}/me`) return selfView(req, env, config);
   const secret = env.SLUICE_ADMIN_TOKEN;
   if (!secret) return Response.json({ error: "not_found" }, { status: 404 });
+  // The dashboard page holds no data: every call it makes carries the token.
+  if (req.method === "GET" && (path === config.adminPath || path === `${config.adminPath}/`))
+    return dashboardResponse();
   const health = req.method === "GET" && path === `${config.adminPath}/health`;
   if (!health && !(await tokenMatches(req.headers.get("authorization") ?? undefined, secret))) {
     logEvent("sluice.admin_unauthorized", { method: req.method, path });

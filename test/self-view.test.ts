@@ -146,3 +146,22 @@ describe("GET {adminPath}/me", () => {
     }
   });
 });
+
+describe("GET {adminPath}/: the dashboard page", () => {
+  it("is served without the token, holds no data, and only runs its own nonce'd script", async () => {
+    for (const path of ["/__sluice/", "/__sluice"]) {
+      const res = await send(path, { config, bindings: admin });
+      expect(res.status).toBe(200);
+      expect(res.headers.get("Content-Type")).toBe("text/html; charset=utf-8");
+      const csp = res.headers.get("Content-Security-Policy") as string;
+      const nonce = /script-src 'nonce-([^']+)'/.exec(csp)?.[1];
+      expect(csp).toContain("default-src 'none'");
+      expect(csp).toContain("connect-src 'self'");
+      const html = await res.text();
+      expect(html).toContain(`<script nonce="${nonce}">`);
+      expect(html).not.toMatch(/<script[^>]+src=|https?:\/\/(?!www\.w3\.org\/2000\/svg)/);
+    }
+    expect((await send("/__sluice/", { config })).status).toBe(404);
+    expect((await send("/__sluice/keys/top", { config, bindings: admin })).status).toBe(401);
+  });
+});
