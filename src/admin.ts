@@ -168,7 +168,11 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
         override: overrides[o.policy] !== undefined,
       })),
       usage,
-      hourly: (hourly as unknown as HourlySeries).map(([h, passed, rejected]) => ({ hour: hourIso(h), passed, rejected })),
+      hourly: (hourly as unknown as HourlySeries).map(([h, passed, rejected]) => ({
+        hour: hourIso(h),
+        passed,
+        rejected,
+      })),
     });
   });
 
