@@ -69,15 +69,19 @@ export function freePort() {
 /**
  * Serves one bundled worker on workerd itself, from a generated capnp config: the way the bench
  * measures Sluice, the bare proxy and hono-rate-limiter. `bindings` are text; `durableObject`
- * names an SQLite-backed class bound as SLUICE_LIMITER, stored in memory.
+ * names an SQLite-backed class bound as SLUICE_LIMITER, stored in memory; `objects` binds more
+ * such classes ({ SLUICE_DIRECTORY: "SluiceDirectory" }).
  */
-export async function serveWorkerd(name, script, bindings, durableObject, { profile = false } = {}) {
+export async function serveWorkerd(name, script, bindings, durableObject, { profile = false, objects = {} } = {}) {
   const port = await freePort();
   const dir = join(root, "bench/.build/workerd", name);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(join(dir, "do"), { recursive: true });
   const b = Object.entries(bindings).map(([k, v]) => `(name = ${JSON.stringify(k)}, text = ${JSON.stringify(v)})`);
-  if (durableObject) b.push(`(name = "SLUICE_LIMITER", durableObjectNamespace = ${JSON.stringify(durableObject)})`);
+  const classes = durableObject ? { SLUICE_LIMITER: durableObject, ...objects } : {};
+  for (const [binding, cls] of Object.entries(classes)) {
+    b.push(`(name = ${JSON.stringify(binding)}, durableObjectNamespace = ${JSON.stringify(cls)})`);
+  }
   const capnp = `using Workerd = import "/workerd/workerd.capnp";
 const config :Workerd.Config = (
   services = [
@@ -94,7 +98,9 @@ const worker :Workerd.Worker = (
   bindings = [${b.join(", ")}],
   ${
     durableObject
-      ? `durableObjectNamespaces = [(className = ${JSON.stringify(durableObject)}, uniqueKey = "${name}", enableSql = true)],
+      ? `durableObjectNamespaces = [${Object.values(classes)
+          .map((cls) => `(className = ${JSON.stringify(cls)}, uniqueKey = "${name}-${cls}", enableSql = true)`)
+          .join(", ")}],
   durableObjectStorage = (localDisk = "do-disk"),`
       : ""
   }

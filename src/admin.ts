@@ -5,16 +5,31 @@ import { allowances } from "./allowance.ts";
 import { blockedCache } from "./blocked-cache.ts";
 import { clock } from "./clock.ts";
 import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "./config.ts";
+import { dashboardResponse } from "./dashboard.ts";
+import {
+  type HourlySeries,
+  SHARDS,
+  type SluiceDirectory,
+  TOP_WINDOWS,
+  type TopBy,
+  type TopEntry,
+  type TopWindow,
+} from "./durable-objects/directory.ts";
 import type { Override, SluiceLimiter } from "./durable-objects/limiter.ts";
 import { renderError, SluiceError } from "./errors.ts";
 import { ceilSeconds } from "./headers.ts";
-import { keyIdOf } from "./identity.ts";
+import { keyIdOf, resolveIdentity } from "./identity.ts";
 import { logEvent } from "./log.ts";
 import { effectiveParams, effectivePlan } from "./plans.ts";
 import { itemOf, perKeyName } from "./policies.ts";
 
 type AdminEnv = {
-  Bindings: { SLUICE_LIMITER: DurableObjectNamespace<SluiceLimiter>; SLUICE_ADMIN_TOKEN?: string };
+  Bindings: {
+    SLUICE_LIMITER: DurableObjectNamespace<SluiceLimiter>;
+    /** The top-keys index (optional: without it /keys/top answers 500 invalid_config). */
+    SLUICE_DIRECTORY?: DurableObjectNamespace<SluiceDirectory>;
+    SLUICE_ADMIN_TOKEN?: string;
+  };
 };
 
 /**
@@ -100,6 +115,32 @@ function zodIssues(error: z.core.$ZodError): string[] {
   return error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`);
 }
 
+/** An hour index (ms / 3,600,000) as an ISO 8601 instant without milliseconds. */
+function hourIso(hour: number): string {
+  return new Date(hour * 3_600_000).toISOString().replace(".000Z", "Z");
+}
+
+const byRejected = (a: TopEntry, b: TopEntry) =>
+  b.rejected - a.rejected || b.passed - a.passed || (a.keyId < b.keyId ? -1 : 1);
+const byPassed = (a: TopEntry, b: TopEntry) =>
+  b.passed - a.passed || b.rejected - a.rejected || (a.keyId < b.keyId ? -1 : 1);
+
+export const TOP_LIMIT_MAX = 100;
+
+/** The query of /keys/top: by (default rejected), window (default 24h), limit (default 10). */
+function topQuery(q: Record<string, string>): { by: TopBy; window: TopWindow; limit: number } {
+  const issues: string[] = [];
+  const by = q.by ?? "rejected";
+  const window = q.window ?? "24h";
+  const limitText = q.limit ?? "10";
+  if (by !== "rejected" && by !== "passed") issues.push('by: expected "rejected" or "passed"');
+  if (!Object.hasOwn(TOP_WINDOWS, window)) issues.push('window: expected "24h", "7d" or "30d"');
+  const limit = /^[0-9]{1,3}$/.test(limitText) ? Number(limitText) : 0;
+  if (limit < 1 || limit > TOP_LIMIT_MAX) issues.push(`limit: expected a whole number from 1 to ${TOP_LIMIT_MAX}`);
+  if (issues.length > 0) throw badRequest(issues);
+  return { by: by as TopBy, window: window as TopWindow, limit };
+}
+
 /**
  * The admin API of docs/reference.md §7, mounted at `config.adminPath`. Enabled only when the secret
  * SLUICE_ADMIN_TOKEN is set; every route but /health needs `Authorization: Bearer <token>`.
@@ -126,11 +167,12 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     const unreported = blockedCache.takeUnreported(perKeyName(keyId));
     if (unreported > 0) await stub.countRejected(unreported);
     await reportNow(stub, perKeyName(keyId), true);
-    const [outcomes, usage, overrides, assigned] = await Promise.all([
+    const [outcomes, usage, overrides, assigned, hourly] = await Promise.all([
       stub.peek(policies.map(itemOf)),
       stub.usageTotals(),
       stub.getOverrides(),
       stub.getPlan(),
+      stub.usageHourly(),
     ]);
     return c.json({
       keyId,
@@ -146,7 +188,32 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
         override: overrides[o.policy] !== undefined,
       })),
       usage,
+      hourly: (hourly as unknown as HourlySeries).map(([h, passed, rejected]) => ({
+        hour: hourIso(h),
+        passed,
+        rejected,
+      })),
     });
+  });
+
+  app.get("/keys/top", async (c) => {
+    const q = topQuery(c.req.query());
+    const ns = c.env.SLUICE_DIRECTORY;
+    if (!ns) {
+      throw new SluiceError(500, "invalid_config", "top keys need the SLUICE_DIRECTORY Durable Object binding", {
+        issues: ["SLUICE_DIRECTORY: bind the SluiceDirectory class (see wrangler.toml)"],
+      });
+    }
+    const shards = await Promise.all(
+      Array.from({ length: SHARDS }, (_, i) => ns.get(ns.idFromName(`directory:${i}`)).top(q.by, q.window, q.limit)),
+    ).catch((e: unknown) => {
+      throw new SluiceError(503, "store_unavailable", "the top-keys index did not answer", { detail: String(e) });
+    });
+    const keys = shards
+      .flat()
+      .sort(q.by === "rejected" ? byRejected : byPassed)
+      .slice(0, q.limit);
+    return c.json({ keys });
   });
 
   app.put("/keys/overrides", async (c) => {
@@ -235,12 +302,56 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   return app;
 }
 
+/**
+ * GET {adminPath}/me: the caller's own standing, the caller identified exactly as the policies
+ * identify it (first identity source present, else its address, else anonymous). It reads the
+ * caller's own per-key object only, consumes nothing, and needs no admin token: whoever can
+ * send a key's requests can already read its headers. `plan` is the plan in force, or null.
+ */
+async function selfView(req: Request, env: AdminEnv["Bindings"], config: SluiceConfig): Promise<Response> {
+  const identity = await resolveIdentity(req, new URL(req.url), config.identity, config.ipv6Prefix);
+  const name = perKeyName(identity.keyId);
+  const stub = env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(name));
+  let outcomes: Awaited<ReturnType<typeof stub.peek>>;
+  let usage: Awaited<ReturnType<typeof stub.usageTotals>>;
+  let assigned: string | null;
+  try {
+    const unreported = blockedCache.takeUnreported(name);
+    if (unreported > 0) await stub.countRejected(unreported);
+    await reportNow(stub, name, true);
+    [outcomes, usage, assigned] = await Promise.all([
+      stub.peek(keyPolicies(config).map(itemOf)),
+      stub.usageTotals(),
+      stub.getPlan(),
+    ]);
+  } catch (e) {
+    logEvent("sluice.store_error", { keyId: identity.keyId, path: "me", error: String(e) });
+    throw new SluiceError(503, "rate_limiter_unavailable", "rate limiter unavailable");
+  }
+  return Response.json(
+    {
+      keyId: identity.keyId,
+      plan: effectivePlan(assigned, config.plans, config.defaultPlan),
+      policies: outcomes.map((o) => ({
+        policy: o.policy,
+        limit: o.limit,
+        remaining: o.remaining,
+        reset: o.kind === "rate" && o.remaining < o.limit ? ceilSeconds(o.resetMs) : 0,
+      })),
+      usage,
+    },
+    { headers: { "Cache-Control": "no-store, private" } },
+  );
+}
+
 const adminApps = new WeakMap<SluiceConfig, Hono<AdminEnv>>();
 
 /**
- * Answers a request whose path is under adminPath (see isAdminPath): 404 when the admin API is
- * off; /health to anyone; everything else only with the token, checked before routing so that
- * no spelling of a path tells a caller without it anything beyond 401.
+ * Answers a request whose path is under adminPath (see isAdminPath): GET /me to any caller when
+ * selfView is on (even with the admin API off); else 404 when the admin API is off; /health and
+ * the dashboard page (GET {adminPath}/, no data in it) to anyone; everything else only with the
+ * token, checked before routing so that no spelling of a path tells a caller without it anything
+ * beyond 401.
  */
 export async function handleAdmin(
   req: Request,
@@ -248,9 +359,13 @@ export async function handleAdmin(
   ctx: Parameters<Hono["fetch"]>[2],
   config: SluiceConfig,
 ): Promise<Response> {
+  const path = new URL(req.url).pathname;
+  if (config.selfView && req.method === "GET" && path === `${config.adminPath}/me`) return selfView(req, env, config);
   const secret = env.SLUICE_ADMIN_TOKEN;
   if (!secret) return Response.json({ error: "not_found" }, { status: 404 });
-  const path = new URL(req.url).pathname;
+  // The dashboard page holds no data: every call it makes carries the token.
+  if (req.method === "GET" && (path === config.adminPath || path === `${config.adminPath}/`))
+    return dashboardResponse();
   const health = req.method === "GET" && path === `${config.adminPath}/health`;
   if (!health && !(await tokenMatches(req.headers.get("authorization") ?? undefined, secret))) {
     logEvent("sluice.admin_unauthorized", { method: req.method, path });

@@ -166,6 +166,7 @@ const configSchema = z.strictObject({
     ),
   ),
   defaultPlan: z.optional(z.string()),
+  selfView: z._default(z.boolean(), true),
 });
 
 /** Duplicate names, found on the raw input so they are reported beside every other issue. */
@@ -287,6 +288,8 @@ export interface SluiceConfig {
   /** Plan name -> policy name -> what the plan replaces (concurrency as `limit`). */
   plans: Record<string, Record<string, PlanEntry>>;
   defaultPlan: string | undefined;
+  /** GET {adminPath}/me answers callers with their own standing, without the admin token. */
+  selfView: boolean;
 }
 
 /** Thrown when SLUICE_CONFIG does not validate; `issues` names each bad field. */
@@ -361,6 +364,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
     rejectionLog: c.rejectionLog,
     plans,
     defaultPlan: c.defaultPlan,
+    selfView: c.selfView,
     policies: c.policies.map((p): Policy => {
       const base: PolicyBase = {
         name: p.name,

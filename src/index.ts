@@ -1,5 +1,6 @@
 import { createApp } from "./app.ts";
 
+export { SluiceDirectory } from "./durable-objects/directory.ts";
 export { SluiceLimiter } from "./durable-objects/limiter.ts";
 
 const app = createApp();

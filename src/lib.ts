@@ -10,6 +10,7 @@ export {
   type SluiceConfig,
   type SluiceConfigInput,
 } from "./config.ts";
+export { SluiceDirectory } from "./durable-objects/directory.ts";
 export { SluiceLimiter } from "./durable-objects/limiter.ts";
 export { SluiceError } from "./errors.ts";
 export { type SluiceOptions, type SluiceVariables, sluice } from "./middleware/rate-limit.ts";

@@ -96,6 +96,7 @@ describe("admin API", () => {
           "7d": { passed: 3, rejected: 2 },
           "30d": { passed: 3, rejected: 2 },
         },
+        hourly: [{ hour: "2027-01-15T08:00:00Z", passed: 3, rejected: 2 }],
       });
     }
   });

@@ -12,6 +12,7 @@ import {
   type UsageWindow,
   type UseReport,
 } from "../ledger.ts";
+import { type HourlySeries, reportUsage } from "./directory.ts";
 
 export type { CheckItem, Grant, GrantItem, Outcome, Override, Receipt, UsageWindow, UseReport } from "../ledger.ts";
 
@@ -254,6 +255,15 @@ export class SluiceLimiter extends DurableObject {
     return this.ledger.usageTotals(this.now());
   }
 
+  /** Hours with traffic in the last 30 days, ascending: [hour index, passed, rejected]. */
+  async usageHourly(): Promise<HourlySeries> {
+    const oldest = Math.floor(this.now() / HOUR_MS) - USAGE_KEEP_HOURS;
+    return [...this.ledger.usage]
+      .filter(([h]) => h > oldest)
+      .map(([h, [p, r]]): [number, number, number] => [h, p, r])
+      .sort((a, b) => a[0] - b[0]);
+  }
+
   /** Adds rejections the worker answered from its cache to the usage figures. */
   async countRejected(n: number): Promise<void> {
     this.ledger.count(this.now(), 0, n);
@@ -272,6 +282,8 @@ export class SluiceLimiter extends DurableObject {
    */
   private persist(): void {
     const L = this.ledger;
+    // The top-keys index hears of changed figures at most once a minute (src/durable-objects/directory.ts).
+    if (L.dirtyHours.size > 0) reportUsage(this.ctx, this.env, L.usage);
     if (L.mustWrite) {
       this.flush();
       return;

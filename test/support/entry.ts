@@ -6,7 +6,7 @@
 import { DurableObject } from "cloudflare:workers";
 import { SluiceLimiter } from "../../src/index.ts";
 
-export { default, SluiceLimiter } from "../../src/index.ts";
+export { default, SluiceDirectory, SluiceLimiter } from "../../src/index.ts";
 
 /** Answers every call, but only after 500 ms: past any small storeTimeoutMs. */
 export class SlowLimiter extends SluiceLimiter {
