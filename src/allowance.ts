@@ -63,8 +63,12 @@ export interface LocalAdmission {
 const MAX_SLOTS = 10_000;
 
 export class AllowanceTable {
-  /** This isolate, as objects know it. */
-  readonly holder = crypto.randomUUID();
+  private id: string | undefined;
+  /** This isolate, as objects know it (made on first use: no random values at global scope). */
+  get holder(): string {
+    this.id ??= crypto.randomUUID();
+    return this.id;
+  }
   private readonly slots = new Map<string, Slot>();
   /** Per object: allowances with something to report. */
   private readonly pending = new Map<string, Set<Allowance>>();
