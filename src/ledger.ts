@@ -364,8 +364,9 @@ export class Ledger {
   /**
    * Takes `cost` units of the object's own admission out of the policy's storage block, or books a
    * new block first (mustWrite: it reaches disk before the answer). A block holds about BLOCK_MS
-   * of the policy's recent rate, never more than the room the request found (`room`, its own cost
-   * included), so after a restart its unused units cost at most what was left anyway.
+   * of the policy's recent rate, never more than half the room the request found (`room`, its own
+   * cost included) unless that is under its cost, so after a restart its unused units cost at most
+   * half of what was left.
    */
   private cover(r: Row, state: RateState, p: RateParams, now: number, cost: number, room: number): void {
     const b = r.block;
@@ -378,7 +379,8 @@ export class Ledger {
       const used = b.units - b.left;
       r.rate = ((r.rate ?? 0) + used / Math.max(1, now - b.opened)) / 2;
     }
-    const units = Math.max(cost, Math.min(room, Math.ceil((r.rate ?? 0) * BLOCK_MS)));
+    // At most half the room: a restart never costs a key more than half of what it had left.
+    const units = Math.max(cost, Math.min(Math.floor(room / 2), Math.ceil((r.rate ?? 0) * BLOCK_MS)));
     // A block of just this request is used up at once: it ends now, so a restart dates it exactly.
     let end = units === cost ? now : now + BLOCK_MS;
     if (win !== undefined) end = Math.min(end, fixedEnd(win, p) - 1);
