@@ -105,6 +105,7 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
     return { allowed: false, outcomes: cached, now: now0, asked, failed: [], cached: true };
   }
 
+  const fresh = own && usesAllowance(config, own) && !allowances.knows(own.cacheKey) ? own : undefined;
   // Admitted here from an allowance where one is held, else asked (section 10).
   for (const a of asked) {
     if (!usesAllowance(config, a)) continue;
@@ -120,23 +121,34 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
   // object that booked this request must not let its rejections be cached (see BlockedCache).
   const refundableMs = asked.length > 1 ? config.storeTimeoutMs + UNDO_GRACE_MS : 0;
   const call = { config, leaseId, leaseMs, refundableMs };
-  await Promise.all(
-    asked
-      .filter((a) => !a.local)
-      .map(async (a) => {
-        await ask(a, call, now0);
-        // Refused while this isolate itself holds units of the refusing policy (allowances other
-        // requests' asks are bringing back): once those settle, they may admit it, or a new ask
-        // that gives back what is left.
-        if (a.result?.heldByYou && usesAllowance(config, a)) {
-          await allowances.inflight(a.plan.name);
-          const now = clock.now();
-          a.local = allowances.take(a.cacheKey, a.plan.items, now);
-          if (a.local) a.result = undefined;
-          else await ask(a, call, now);
-        }
-      }),
-  );
+  const decide = async (a: Asked) => {
+    await ask(a, call, now0);
+    // Refused while this isolate itself holds units of the refusing policy (allowances other
+    // requests' asks are bringing back): once those settle, they may admit it, or a new ask
+    // that gives back what is left.
+    if (a.result?.heldByYou && usesAllowance(config, a)) {
+      await allowances.inflight(a.plan.name);
+      const now = clock.now();
+      a.local = allowances.take(a.cacheKey, a.plan.items, now);
+      if (a.local) a.result = undefined;
+      else await ask(a, call, now);
+    }
+  };
+  const pending = asked.filter((a) => !a.local);
+  // A key this isolate has never seen, in a request other objects decide too (an invented key
+  // beside a per-address backstop, say): those are asked first, and the key's own object only if
+  // they all admit, so a flood of invented keys that the backstop refuses creates no object and
+  // writes nothing. A real new key pays one call's wait, once.
+  const later = fresh && pending.length > 1 && pending.includes(fresh) ? fresh : undefined;
+  await Promise.all(pending.filter((a) => a !== later).map(decide));
+  if (later) {
+    if (pending.every((a) => a === later || a.local || (!a.error && a.result?.allowed))) await decide(later);
+    else {
+      // Counted in the key's usage figures like a rejection its cache answered.
+      const unreported = blockedCache.noteRejected(later.plan.name, now0);
+      if (unreported > 0) background(later.stub.countRejected(unreported));
+    }
+  }
 
   const failed = asked.filter((a) => a.error !== undefined);
   const allowed = failed.length === 0 && asked.every((a) => a.local || a.result?.allowed);
@@ -154,8 +166,7 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
       if (allowances.shouldRenew(a.cacheKey, now0)) background(renew(a, config, now0));
     }
   }
-  const outcomes =
-    failed.length > 0 ? [] : asked.flatMap((a) => a.local?.outcomes ?? (a.result as CheckResult).outcomes);
+  const outcomes = failed.length > 0 ? [] : asked.flatMap((a) => a.local?.outcomes ?? a.result?.outcomes ?? []);
   const answered = asked.filter((a) => a.result).map((a) => (a.result as CheckResult).now);
   const now = answered.length > 0 ? Math.max(...answered) : now0;
   return { allowed, outcomes, now, asked, failed, cached: false };

@@ -101,6 +101,11 @@ export class AllowanceTable {
     }
   }
 
+  /** True when this isolate has seen requests of `key` before (it has a slot for it). */
+  knows(key: string): boolean {
+    return this.slots.has(key);
+  }
+
   /**
    * Admits one request of `items` from this key's allowance, if it has one left and in time;
    * the request is reserved until confirm() or cancel(). Counts the request for the rate.
