@@ -5,9 +5,12 @@
  * apply at once, and usage counts every request. The pure protocol against the exact model, with
  * several isolates, skew, deaths and restarts: test/allowance-properties.test.ts.
  */
+import { runInDurableObject } from "cloudflare:test";
+import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { SluiceConfigInput } from "../src/config.ts";
 import { SluiceLimiter } from "../src/durable-objects/limiter.ts";
+import { keyIdOf } from "../src/identity.ts";
 import { originLog, send, sendSettled, setClock, unique } from "./support/worker.ts";
 
 const T0 = 1_800_000_000_000;
@@ -123,5 +126,31 @@ describe("allowances: admin changes and usage figures", () => {
     });
     const body = (await res.json()) as { usage: Record<string, { passed: number; rejected: number }> };
     expect(body.usage["24h"]).toEqual({ passed: 40, rejected: 0 });
+  });
+});
+
+describe("allowances: invented keys behind a per-address backstop", () => {
+  it("a new key that the backstop refuses is never asked of its own object: nothing is written for it", async () => {
+    setClock(T0);
+    const config: SluiceConfigInput = {
+      policies: [
+        { name: "per-key", limit: 100, window: "1m" },
+        { name: "backstop", limit: 2, window: "1m", scope: ["ip"] },
+      ],
+    };
+    const ip = "198.51.100.77";
+    const send1 = (key: string) => sendSettled("/", { headers: { "x-api-key": key, "cf-connecting-ip": ip }, config });
+    expect((await send1(unique("inv"))).status).toBe(200);
+    expect((await send1(unique("inv"))).status).toBe(200);
+    const refused = unique("inv");
+    const res = await send1(refused);
+    expect(res.status).toBe(429);
+    expect(((await res.json()) as { policy: string }).policy).toBe("backstop");
+    const stub = env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(`key:${await keyIdOf(refused)}`));
+    const rows = await runInDurableObject(stub, (_i, state) => ({
+      counters: state.storage.sql.exec("SELECT count(*) AS n FROM counters").one().n,
+      usage: state.storage.sql.exec("SELECT count(*) AS n FROM usage").one().n,
+    }));
+    expect(rows).toEqual({ counters: 0, usage: 0 });
   });
 });
