@@ -153,6 +153,12 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
   const failed = asked.filter((a) => a.error !== undefined);
   const allowed = failed.length === 0 && asked.every((a) => a.local || a.result?.allowed);
   if (!allowed) {
+    // The key's own object did not decide it (an allowance did): its usage counts the rejection
+    // as one its cache answered.
+    if (own?.local && failed.length === 0) {
+      const unreported = blockedCache.noteRejected(own.plan.name, now0);
+      if (unreported > 0) background(own.stub.countRejected(unreported));
+    }
     // All or nothing: what was admitted for a request another object refused is given back.
     for (const a of asked) {
       if (a.local) allowances.cancel(a.local);

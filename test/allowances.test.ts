@@ -91,6 +91,15 @@ describe("allowances: all or nothing across objects", () => {
     const more = await statusesOf(31, "/", { ...roomy, "x-workspace-id": unique("ws-roomy2") }, config);
     expect(more).toEqual([...Array(30).fill(200), 429]);
     expect(await originLog(testId)).toHaveLength(100);
+    // The token's usage counts every one: the 30 the workspace refused though its allowance had
+    // admitted them, and its own 429.
+    const res = await send(`/__sluice/keys/usage?key=${encodeURIComponent(token)}`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+      config,
+      bindings: admin,
+    });
+    const body = (await res.json()) as { usage: Record<string, { passed: number; rejected: number }> };
+    expect(body.usage["24h"]).toEqual({ passed: 100, rejected: 31 });
   });
 });
 
