@@ -163,6 +163,12 @@ interface Row {
   leases: Map<string, number> | null;
   /** Parameters last used with `state`. */
   params?: RateParams;
+  /**
+   * Loaded from storage and not decided since: its stored `params` may be older than the ones in
+   * force (an override, plan or configuration that changed without the row being written), so it
+   * is never judged idle until a decision has read it with the current ones.
+   */
+  loaded?: boolean;
   grants?: Map<string, GrantRec>;
   block?: Block | null;
   /** Recent rate of the object's own admissions, units per ms (sizes the next block). */
@@ -211,7 +217,7 @@ export class Ledger {
    */
   loadRow(policy: string, data: string): void {
     const d = JSON.parse(data) as StoredRow;
-    const row: Row = { state: d.state ?? null, leases: d.leases ? new Map(d.leases) : null };
+    const row: Row = { state: d.state ?? null, leases: d.leases ? new Map(d.leases) : null, loaded: true };
     if (d.params) row.params = d.params;
     if (d.grants && d.grants.length > 0) row.grants = new Map(d.grants);
     const b = d.block;
@@ -264,8 +270,8 @@ export class Ledger {
   }
 
   private idle(r: Row, now: number): boolean {
-    // Without the parameters (a row loaded but not used since) it cannot tell: keep it.
-    return r.state !== null && r.params !== undefined && isIdle(r.state, now, r.params);
+    // Without the parameters in force (a row loaded but not decided since) it cannot tell: keep it.
+    return r.state !== null && r.params !== undefined && !r.loaded && isIdle(r.state, now, r.params);
   }
 
   // ---- parameters and rows
@@ -325,7 +331,9 @@ export class Ledger {
         limit = p.limit;
         windowMs = p.windowMs;
         const state = this.rateState(item);
-        this.row(item.policy).params = p;
+        const r = this.row(item.policy);
+        r.params = p;
+        r.loaded = false;
         v = check(state, now, p, item.cost);
       }
       if (!v.allowed && item.mode === "enforce") allowed = false;
@@ -461,6 +469,7 @@ export class Ledger {
       const r = this.row(item.policy);
       const state = r.state as RateState;
       r.params = p;
+      r.loaded = false;
       bookAt(state, now, end, p, requests * item.cost);
       r.grants ??= new Map();
       const rec: GrantRec = { holder, start: now, end, left: requests, cost: item.cost };
