@@ -197,18 +197,20 @@ export class AllowanceTable {
     if (s) s.renewing = on;
   }
 
-  /** The calls to `object` this isolate is waiting for, settled together; undefined when none. */
-  inflight(object: string): Promise<unknown> | undefined {
-    const set = this.calls.get(object);
-    return set && set.size > 0 ? Promise.all(set) : undefined;
+  /** True while a call of this isolate to `object` is on its way. */
+  inflight(object: string): boolean {
+    return (this.calls.get(object)?.size ?? 0) > 0;
   }
 
   /** True when a renewal for `object` is on its way. */
-  renewalInflight(object: string): Promise<unknown> | undefined {
-    return this.renewals.get(object);
+  renewalInflight(object: string): boolean {
+    return this.renewals.has(object);
   }
 
-  /** Remembers a call to `object` until it settles, so a request needing one may wait for it. */
+  /**
+   * Remembers a call to `object` until it settles, so a request needing one may wait for it (by
+   * polling inflight(): a request must never await another request's promise in workerd).
+   */
   track<T>(object: string, p: Promise<T>, renewal = false): Promise<T> {
     const settled: Promise<void> = p.then(
       () => undefined,
