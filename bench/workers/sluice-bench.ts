@@ -1,24 +1,103 @@
-// Sluice as shipped (src/index.ts), with its Durable Object class counting check() calls so the
-// bench can report Durable Object calls per request. workerd runs a service's Durable Objects in
-// the worker's isolate here, so one module-level counter sees both.
+// Sluice as shipped (src/index.ts), with its Durable Object class counting the calls the worker
+// makes to it, so the bench can report Durable Object calls and storage rows written per request.
+// workerd runs a service's Durable Objects in the worker's isolate here, so module-level counters
+// (these, and src's storageStats) see both sides.
+//
+// BENCH_DO_DELAY_MS (text binding, default 0) delays every object call that much each way, as a
+// far location would: the object waits before doing the work and again before answering.
+// BENCH_TRACE_KEY (text binding, optional): for the requests carrying that x-api-key, the times
+// (the worker's and objects' clock, the one the limiter counts with) each reached the worker, each
+// admission as Sluice dates it, and each forward to the origin; read at /__bench/offered.
+// biome-ignore assist/source/organizeImports: the shim must run before src's modules do.
+import { BENCH_ISOLATE_ID } from "./global-scope-shim.ts";
+import { allowances } from "../../src/allowance.ts";
+import { storageStats } from "../../src/durable-objects/limiter.ts";
 import worker, { SluiceLimiter } from "../../src/index.ts";
 
+interface BenchEnv {
+  BENCH_DO_DELAY_MS?: string;
+  BENCH_TRACE_KEY?: string;
+}
+
 let calls = 0;
+let rowsSeen = 0;
+let offered: number[] = [];
+let forwarded: number[] = [];
+let admitted: number[] = [];
+let traceKey: string | undefined;
+
+// When traced, the time of each admission as Sluice dates it: an object's clock when it allowed
+// the request, or this isolate's when it admitted one from an allowance.
+const confirm = allowances.confirm.bind(allowances);
+allowances.confirm = (...args: Parameters<typeof confirm>) => {
+  if (traceKey) admitted.push(Date.now());
+  return confirm(...args);
+};
+
+// Sluice forwards with the global fetch (hono/proxy): note when a traced request leaves.
+const realFetch = globalThis.fetch;
+globalThis.fetch = (input: RequestInfo | URL, init?: RequestInit) => {
+  if (traceKey && input instanceof Request && input.headers.get("x-api-key") === traceKey) forwarded.push(Date.now());
+  return realFetch(input, init);
+};
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 export class BenchLimiter extends SluiceLimiter {
-  override async check(...args: Parameters<SluiceLimiter["check"]>) {
+  /** One call from the worker: counted, and delayed each way when the bench places the object far. */
+  private async far<T>(run: () => Promise<T>): Promise<T> {
     calls++;
-    return super.check(...args);
+    const delay = Number((this.env as BenchEnv).BENCH_DO_DELAY_MS ?? 0);
+    if (delay > 0) await sleep(delay);
+    const result = await run();
+    if (delay > 0) await sleep(delay);
+    return result;
+  }
+
+  override check(...args: Parameters<SluiceLimiter["check"]>) {
+    return this.far(async () => {
+      const r = await super.check(...args);
+      if (traceKey && r.allowed && args[1]?.decide !== false) admitted.push(r.now);
+      return r;
+    });
+  }
+  override undo(...args: Parameters<SluiceLimiter["undo"]>) {
+    return this.far(() => super.undo(...args));
+  }
+  override report(...args: Parameters<SluiceLimiter["report"]>) {
+    return this.far(() => super.report(...args));
+  }
+  override countRejected(...args: Parameters<SluiceLimiter["countRejected"]>) {
+    return this.far(() => super.countRejected(...args));
+  }
+  override release(...args: Parameters<SluiceLimiter["release"]>) {
+    return this.far(() => super.release(...args));
+  }
+  override renew(...args: Parameters<SluiceLimiter["renew"]>) {
+    return this.far(() => super.renew(...args));
   }
 }
 
 export default {
-  fetch(request: Request, env: Cloudflare.Env, ctx: ExecutionContext) {
-    if (new URL(request.url).pathname === "/__bench/calls") {
+  fetch(request: Request, env: Cloudflare.Env & BenchEnv, ctx: ExecutionContext) {
+    const path = new URL(request.url).pathname;
+    if (path === "/__bench/calls") {
+      // Calls and storage rows written since last asked.
+      const rowsWritten = storageStats.rowsWritten - rowsSeen;
+      rowsSeen = storageStats.rowsWritten;
       const n = calls;
       calls = 0;
-      return Response.json({ calls: n });
+      return Response.json({ calls: n, rowsWritten, isolate: BENCH_ISOLATE_ID });
     }
+    if (path === "/__bench/offered") {
+      const out = { offered, admitted, forwarded };
+      offered = [];
+      admitted = [];
+      forwarded = [];
+      return Response.json(out);
+    }
+    traceKey = env.BENCH_TRACE_KEY;
+    if (traceKey && request.headers.get("x-api-key") === traceKey) offered.push(Date.now());
     return worker.fetch(request as Parameters<typeof worker.fetch>[0], env, ctx);
   },
 };
