@@ -138,6 +138,8 @@ function wrk(url, { keys, duration }) {
   });
 }
 
+let shownErrors = 0;
+
 /**
  * An open-loop run at a fixed rate: requests leave on schedule (rate per second, for `duration`
  * seconds) whether or not earlier ones have been answered, each on a free keep-alive connection
@@ -177,7 +179,8 @@ function openLoop(url, { rate, duration, key = "bench-key" }) {
       const req = httpRequest(
         { agent, host: target.hostname, port: target.port, path: target.pathname, headers: { "x-api-key": key } },
         (res) => {
-          if (res.statusCode >= 500 && process.env.BENCH_DUMP) {
+          // The first few server errors of a run are shown with their bodies.
+          if (res.statusCode >= 500 && shownErrors++ < 3) {
             let b = "";
             res.on("data", (d) => {
               b += d;
@@ -453,8 +456,10 @@ async function main() {
         windows: spanMs / TWICE_WINDOW_MS,
         share: arrivals.length / Math.max(1, exact),
       };
-      if (process.env.BENCH_DUMP)
-        writeFileSync(process.env.BENCH_DUMP, JSON.stringify({ offered, admitted, forwarded, arrivals }));
+      // BENCH_TWICE_TIMES=<file>: the row's times, to look at (offered, admitted, forwarded, arrivals).
+      if (process.env.BENCH_TWICE_TIMES) {
+        writeFileSync(process.env.BENCH_TWICE_TIMES, JSON.stringify({ offered, admitted, forwarded, arrivals }));
+      }
       rows.push({
         name: `Sluice, 1 key offered twice its limit (${fmt(rate)}/s against ${TWICE_LIMIT} per ${TWICE_WINDOW_MS / 1000} s, fixed rate)`,
         ...r,
