@@ -8,8 +8,6 @@
 // BENCH_TRACE_KEY (text binding, optional): for the requests carrying that x-api-key, the times
 // (the worker's and objects' clock, the one the limiter counts with) each reached the worker, each
 // admission as Sluice dates it, and each forward to the origin; read at /__bench/offered.
-// biome-ignore assist/source/organizeImports: the shim must run before src's modules do.
-import { BENCH_ISOLATE_ID } from "./global-scope-shim.ts";
 import { allowances } from "../../src/allowance.ts";
 import { storageStats } from "../../src/durable-objects/limiter.ts";
 import worker, { SluiceLimiter } from "../../src/index.ts";
@@ -87,7 +85,7 @@ export default {
       rowsSeen = storageStats.rowsWritten;
       const n = calls;
       calls = 0;
-      return Response.json({ calls: n, rowsWritten, isolate: BENCH_ISOLATE_ID });
+      return Response.json({ calls: n, rowsWritten });
     }
     if (path === "/__bench/offered") {
       const out = { offered, admitted, forwarded };
