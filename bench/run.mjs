@@ -346,7 +346,7 @@ async function main() {
     /** Object calls and rows written per request of a finished row's run. */
     const perRequest = async (s, r) => {
       // A row with server errors shows what workerd said (uncaught exceptions) before it goes.
-      if (Object.keys(r.statuses).some((k) => k >= "500")) console.error(`workerd (${s.name}):\n${s.stderr()}`);
+      if (Object.keys(r.statuses).some((k) => k >= "500")) console.error(`workerd (${s.name}), its last words:\n${s.stderr().slice(-2000)}`);
       const { calls, rowsWritten } = await s.stats();
       const n = Math.max(1, r.total);
       return { doCalls: calls / n, rowsPerRequest: rowsWritten / n };
@@ -599,7 +599,7 @@ function render(rows, base, { half, twice, far }, bareRuns) {
       .map(([k, v]) => `${k}: ${v}`)
       .join(", ");
     lines.push(
-      `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${r.fixedRate ? "-" : `${fmt(r.rps / (r.base ?? base), 2)}x`} | ${r.cpuUs === undefined ? "-" : fmt(r.cpuUs)} | ${fmt(r.doCalls, 3)} | ${fmt(r.rowsPerRequest, 3)} | ${r.over} | ${st} |`,
+      `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${r.fixedRate ? "-" : `${fmt(r.rps / (r.base ?? base), 2)}x`} | ${r.cpuUs === undefined ? "-" : fmt(r.cpuUs)} | ${fmt(r.doCalls, 4)} | ${fmt(r.rowsPerRequest, 4)} | ${r.over} | ${st} |`,
     );
   }
   if (bareRuns.length > 1) {
