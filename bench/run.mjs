@@ -346,7 +346,9 @@ async function main() {
     /** Object calls and rows written per request of a finished row's run. */
     const perRequest = async (s, r) => {
       // A row with server errors shows what workerd said (uncaught exceptions) before it goes.
-      if (Object.keys(r.statuses).some((k) => k >= "500")) console.error(`workerd (${s.name}), its last words:\n${s.stderr().slice(-2000)}`);
+      if (Object.keys(r.statuses).some((k) => k >= "500")) {
+        console.error(`workerd (${s.name}), its last words:\n${s.stderr().slice(-2000)}`);
+      }
       const { calls, rowsWritten } = await s.stats();
       const n = Math.max(1, r.total);
       return { doCalls: calls / n, rowsPerRequest: rowsWritten / n };
