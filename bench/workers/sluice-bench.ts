@@ -28,7 +28,9 @@ let traceKey: string | undefined;
 // the request, or this isolate's when it admitted one from an allowance.
 const confirm = allowances.confirm.bind(allowances);
 allowances.confirm = (...args: Parameters<typeof confirm>) => {
-  if (traceKey) admitted.push(Date.now());
+  // As the isolate dates the use in its report: ms after the allowance's ask was sent, rounded up.
+  const [local] = args;
+  if (traceKey) admitted.push(local.allowance.sentAt + local.offset);
   return confirm(...args);
 };
 
