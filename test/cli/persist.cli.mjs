@@ -245,7 +245,8 @@ for (const allowance of ["auto", "off"]) {
     while ((await call("/v1/hot/x", hot))[0] === 200) passed++;
     figures.hot = { passedAfterRestart: passed, exact: HOT_LIMIT - 50, stored };
     assert.ok(stored.spent >= 50, `a restart would forget admissions: ${JSON.stringify(figures)}`);
-    assert.equal(passed, HOT_LIMIT - stored.spent, JSON.stringify(figures));
+    // (The block may overlap room an allowance was granted from: spent can exceed the limit.)
+    assert.equal(passed, Math.max(0, HOT_LIMIT - stored.spent), JSON.stringify(figures));
     assert.ok(passed <= HOT_LIMIT - 50 && passed >= HOT_LIMIT - 50 - stored.ahead, JSON.stringify(figures));
 
     // Usage figures are written with the object's next write (a storage block, an allowance, or
