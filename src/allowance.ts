@@ -282,13 +282,6 @@ export class AllowanceTable {
     set.add(a);
   }
 
-  /** Total uses not yet reported, across objects (for tests). */
-  get unreported(): number {
-    let n = 0;
-    for (const set of this.pending.values()) for (const a of set) for (const [, c] of a.uses) n += c;
-    return n;
-  }
-
   /**
    * The reports to send with a call to `object`: every unreported use, and the unused requests of
    * allowances that are retired, out of time, or (closeAll: the call decides a request itself,
@@ -318,16 +311,6 @@ export class AllowanceTable {
     const n = this.passed.get(object) ?? 0;
     if (n > 0) this.passed.delete(object);
     return n;
-  }
-
-  /** Forgets everything (tests). */
-  clear(): void {
-    this.slots.clear();
-    this.pending.clear();
-    this.byObject.clear();
-    this.calls.clear();
-    this.renewals.clear();
-    this.passed.clear();
   }
 }
 
