@@ -69,14 +69,20 @@ describe("SluiceLimiter Durable Object", () => {
     setClock(T0);
     const stub = stubFor();
     const item = [rate("hourly", 10, 3_600_000)];
+    const written: number[] = [];
     for (let i = 0; i < 3; i++) {
+      const before = storageStats.rowsWritten;
       expect((await stub.check(item)).allowed).toBe(true);
+      written.push(storageStats.rowsWritten - before);
       advance(60_000);
       // Killed right after the answer, before any alarm could run: the admission is on disk.
       await evictDurableObject(stub);
     }
     expect(await runInDurableObject(stub, (_i, state) => state.storage.getAlarm())).toBeNull();
     expect((await stub.peek(item))[0]?.remaining).toBe(7);
+    // Billed rows: SQLite counts a new row with its key index as two, an upsert of it as one (an
+    // INSERT OR REPLACE would count two every time).
+    expect(written).toEqual([2, 1, 1]);
   });
 
   it("a busy key books storage blocks: thousands admitted for a few rows, and a restart right after loses none", async () => {

@@ -93,7 +93,9 @@ export class SluiceDirectory extends DurableObject {
       return;
     }
     sql.exec(
-      `INSERT OR REPLACE INTO keys (key_id, hour, series, p24, r24, p7, r7, p30, r30) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO keys (key_id, hour, series, p24, r24, p7, r7, p30, r30) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT(key_id) DO UPDATE SET hour = excluded.hour, series = excluded.series, p24 = excluded.p24,
+       r24 = excluded.r24, p7 = excluded.p7, r7 = excluded.r7, p30 = excluded.p30, r30 = excluded.r30`,
       keyId,
       hour,
       JSON.stringify(kept),

@@ -214,7 +214,8 @@ export class SluiceLimiter extends DurableObject {
   async setOverride(policy: string, override: Override): Promise<void> {
     this.ledger.overrides.set(policy, override);
     this.write(
-      `INSERT OR REPLACE INTO overrides (policy, limit_, window_ms) VALUES (?, ?, ?)`,
+      `INSERT INTO overrides (policy, limit_, window_ms) VALUES (?, ?, ?)
+       ON CONFLICT(policy) DO UPDATE SET limit_ = excluded.limit_, window_ms = excluded.window_ms`,
       policy,
       override.limit ?? null,
       override.windowMs ?? null,
@@ -236,7 +237,8 @@ export class SluiceLimiter extends DurableObject {
   async setPlan(name: string | null): Promise<void> {
     this.ledger.plan = name;
     if (name === null) this.write(`DELETE FROM plan`);
-    else this.write(`INSERT OR REPLACE INTO plan (id, name) VALUES (0, ?)`, name);
+    else
+      this.write(`INSERT INTO plan (id, name) VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name`, name);
   }
 
   /** The plan this key was put on, or null when it was given none. */
@@ -311,14 +313,28 @@ export class SluiceLimiter extends DurableObject {
     L.sweep(now);
     for (const policy of L.dirty) {
       const data = L.storedRow(policy, now);
-      if (data !== null) this.write(`INSERT OR REPLACE INTO counters (policy, data) VALUES (?, ?)`, policy, data);
-      else this.write(`DELETE FROM counters WHERE policy = ?`, policy);
+      // An upsert, not INSERT OR REPLACE: SQLite counts a replace as two rows written (billed).
+      if (data !== null) {
+        this.write(
+          `INSERT INTO counters (policy, data) VALUES (?, ?) ON CONFLICT(policy) DO UPDATE SET data = excluded.data`,
+          policy,
+          data,
+        );
+      } else this.write(`DELETE FROM counters WHERE policy = ?`, policy);
     }
     L.dirty.clear();
     const oldest = Math.floor(now / HOUR_MS) - USAGE_KEEP_HOURS;
     for (const hour of L.dirtyHours) {
       const u = L.usage.get(hour);
-      if (u) this.write(`INSERT OR REPLACE INTO usage (hour, passed, rejected) VALUES (?, ?, ?)`, hour, u[0], u[1]);
+      if (u) {
+        this.write(
+          `INSERT INTO usage (hour, passed, rejected) VALUES (?, ?, ?)
+           ON CONFLICT(hour) DO UPDATE SET passed = excluded.passed, rejected = excluded.rejected`,
+          hour,
+          u[0],
+          u[1],
+        );
+      }
     }
     L.dirtyHours.clear();
     for (const h of L.usage.keys()) {
