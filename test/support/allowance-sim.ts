@@ -433,7 +433,7 @@ export type Model = ExactLog | FixedCounter;
  * not checked. The models also forget and roll at every call to the object, as the ledger prunes.
  */
 export class Watch {
-  readonly models: { model: Model; p: RateParams; changedAt: number }[];
+  readonly models: { model: Model; p: RateParams; changedAt: number; checkedFrom: number }[];
   readonly violations: string[] = [];
   admittedCount = 0;
   constructor(policies: readonly PolicySpec[]) {
@@ -441,6 +441,7 @@ export class Watch {
       model: p.algorithm === "sliding-window" ? new ExactLog() : new FixedCounter(),
       p: { limit: p.limit, windowMs: p.windowMs },
       changedAt: Number.NEGATIVE_INFINITY,
+      checkedFrom: Number.NEGATIVE_INFINITY,
     }));
   }
 
@@ -454,7 +455,7 @@ export class Watch {
     this.models.forEach((m, i) => {
       if (m.model instanceof FixedCounter && grantedAt !== undefined && grantedAt < m.changedAt) return;
       const v = m.model.decide(t, m.p, cost);
-      if (!v.allowed && t >= m.changedAt + MAX_ALLOWANCE_MS) {
+      if (!v.allowed && t >= m.checkedFrom) {
         this.violations.push(`p${i}: ${how} admission at +${t - T0} ms of cost ${cost} over ${JSON.stringify(m.p)}`);
       }
       if (m.model instanceof ExactLog) m.model.admit(t, cost);
@@ -466,11 +467,19 @@ export class Watch {
     for (const m of this.models) m.model.decide(t, m.p, 0);
   }
 
+  /**
+   * An override: allowances granted before it may be used until they end (MAX_ALLOWANCE_MS), and a
+   * sliding window it lengthens does not bring back arrivals the shorter one had let go, which the
+   * ledger and the model let go at different calls (docs/algorithms.md, "Changing a policy": up to
+   * `limit` more for one new window): admissions in that time are counted but not checked.
+   */
   override(t: number, policy: number, p: RateParams): void {
     const m = this.models[policy];
     if (!m) return;
+    const lengthened = m.model instanceof ExactLog && p.windowMs > m.p.windowMs;
     m.p = p;
     m.changedAt = t;
+    m.checkedFrom = Math.max(m.checkedFrom, t + Math.max(MAX_ALLOWANCE_MS, lengthened ? p.windowMs : 0));
   }
 }
 
