@@ -9,7 +9,6 @@
 //    trace store does hold a marker header it records and Sluice's own lines with their keyIds.
 // Node's test runner; part of `npm test` (test:cli).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
@@ -18,6 +17,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { unstable_readConfig } from "wrangler";
 import { freePort } from "../../bench/workerd.mjs";
+import { startWranglerDev, stopWranglerDev } from "./support/wrangler-dev.mjs";
 
 const root = join(import.meta.dirname, "../..");
 const state = mkdtempSync(join(tmpdir(), "sluice-observability-"));
@@ -25,7 +25,8 @@ let origin;
 let originUrl;
 let port;
 let dev;
-let output = "";
+/** What wrangler dev printed. */
+let output = () => "";
 
 before(async () => {
   origin = createServer((req, res) => {
@@ -68,59 +69,18 @@ async function start() {
     identity: ["header:x-api-key", "bearer", "ip"],
     policies: [{ name: "tight", limit: 2, window: "1m" }],
   };
-  const child = spawn(
-    process.execPath,
-    [
-      join(root, "node_modules/wrangler/bin/wrangler.js"),
-      "dev",
-      "-c",
-      "wrangler.toml",
-      "--ip",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--persist-to",
-      state,
-      "--var",
-      `ORIGIN_URL:${originUrl}`,
-      "--var",
-      `SLUICE_CONFIG:${JSON.stringify(config)}`,
-    ],
-    {
-      cwd: root,
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" },
-    },
-  );
-  child.stdout.on("data", (d) => {
-    output += d;
+  const dev = await startWranglerDev({
+    config: "wrangler.toml",
+    port,
+    persistTo: state,
+    vars: { ORIGIN_URL: originUrl, SLUICE_CONFIG: JSON.stringify(config) },
   });
-  child.stderr.on("data", (d) => {
-    output += d;
-  });
-  for (let i = 0; i < 240; i++) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${output}`);
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/__sluice/health`);
-      await res.arrayBuffer();
-      return child;
-    } catch {
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-  throw new Error(`wrangler dev did not answer:\n${output}`);
+  output = dev.output;
+  return dev.child;
 }
 
 /** Stops wrangler dev and its workerd (the whole process group). */
-async function stop(child, signal) {
-  if (child.exitCode !== null) return;
-  const exited = new Promise((r) => child.once("exit", r));
-  try {
-    process.kill(-child.pid, signal);
-  } catch {}
-  await exited;
-}
+const stop = (child, signal) => stopWranglerDev(child, signal, port);
 
 /** Every file under `dir`, as bytes. */
 function* files(dir) {
@@ -172,9 +132,9 @@ test("wrangler dev --persist-to: no raw key in the persisted state or the output
   const inTraceStore = (text) => filesHolding(text).filter((p) => p.includes("observability"));
   assert.notEqual(inTraceStore("sluice.rejected").length, 0, "Sluice's own lines did not reach the log store");
   assert.notEqual(inTraceStore(rejectedKeyId).length, 0, "the rejected key's keyId is not in the log store");
-  assert.match(output, /sluice\.rejected/);
+  assert.match(output(), /sluice\.rejected/);
   for (const k of [...apiKeys, ...bearers]) {
     assert.deepEqual(filesHolding(k), [], `raw key ${k} found under the persist directory`);
-    assert.ok(!output.includes(k), `raw key ${k} found in wrangler dev's output`);
+    assert.ok(!output().includes(k), `raw key ${k} found in wrangler dev's output`);
   }
 });

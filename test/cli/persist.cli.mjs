@@ -5,7 +5,6 @@
 // default) and off. Also what the usage figures keep through a kill -9. Node's test runner; part
 // of `npm test` (test:cli).
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -13,6 +12,7 @@ import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, test } from "node:test";
 import { freePort } from "../../bench/workerd.mjs";
+import { startWranglerDev, stopWranglerDev } from "./support/wrangler-dev.mjs";
 
 const root = join(import.meta.dirname, "../..");
 const TOKEN = "persist-admin-token-0123456789abcdef";
@@ -56,76 +56,20 @@ after(async () => {
 
 /** Starts wrangler dev on `port` with the state in `state`, and waits until it answers. */
 async function start(state, allowance) {
-  const child = spawn(
-    process.execPath,
-    [
-      join(root, "node_modules/wrangler/bin/wrangler.js"),
-      "dev",
-      "-c",
-      "test/fixtures/persist/wrangler.toml",
-      "--ip",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--persist-to",
-      state,
-      "--var",
-      `ORIGIN_URL:${originUrl}`,
-      "--var",
-      `SLUICE_CONFIG:${config(allowance)}`,
-      "--var",
-      `SLUICE_ADMIN_TOKEN:${TOKEN}`,
-    ],
-    {
-      cwd: root,
-      detached: true,
-      stdio: ["ignore", "pipe", "pipe"],
-      env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1" },
-    },
-  );
-  let log = "";
-  child.stdout.on("data", (d) => {
-    log += d;
+  const dev = await startWranglerDev({
+    config: "test/fixtures/persist/wrangler.toml",
+    port,
+    persistTo: state,
+    vars: { ORIGIN_URL: originUrl, SLUICE_CONFIG: config(allowance), SLUICE_ADMIN_TOKEN: TOKEN },
   });
-  child.stderr.on("data", (d) => {
-    log += d;
-  });
-  for (let i = 0; i < 240; i++) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited:\n${log}`);
-    try {
-      const res = await fetch(`http://127.0.0.1:${port}/__sluice/health`);
-      await res.arrayBuffer();
-      return child;
-    } catch {
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-  throw new Error(`wrangler dev did not answer:\n${log}`);
+  return dev.child;
 }
 
 /**
  * Stops wrangler dev and its workerd (the whole process group) at once; resolves with when the
  * signal was sent (performance.now()), once the port is free again.
  */
-async function stop(child, signal) {
-  if (child.exitCode !== null || child.signalCode !== null) return performance.now();
-  const exited = new Promise((r) => child.once("exit", r));
-  const at = performance.now();
-  try {
-    process.kill(-child.pid, signal);
-  } catch {}
-  await exited;
-  // A SIGTERM lets wrangler stop workerd itself; kill -9 of the group took it down already.
-  for (let i = 0; i < 40; i++) {
-    try {
-      await fetch(`http://127.0.0.1:${port}/`);
-      await new Promise((r) => setTimeout(r, 250));
-    } catch {
-      return at;
-    }
-  }
-  return at;
-}
+const stop = (child, signal) => stopWranglerDev(child, signal, port);
 
 /** One request; resolves with [status, Remaining, Retry-After] once its body is read. */
 async function call(path, key) {
