@@ -25,6 +25,8 @@ export interface Asked {
   readonly stub: Stub;
   /** The object and exactly what is asked of it: keys the blocked cache and the allowance. */
   cacheKey: string;
+  /** Its requests may be admitted from an allowance (see usesAllowance). */
+  allowance: boolean;
   local?: LocalAdmission;
   result?: CheckResult;
   error?: unknown;
@@ -70,11 +72,9 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  * policies of the sliding or fixed window only, and no countStatus (its give-back needs the
  * object's own booking of the request).
  */
-function usesAllowance(config: SluiceConfig, a: Asked): boolean {
+function usesAllowance(config: SluiceConfig, plan: BucketPlan): boolean {
   return (
-    config.allowance === "auto" &&
-    Ledger.allowanceEligible(a.plan.items) &&
-    giveBackWithinMs(config, a.plan.items) === 0
+    config.allowance === "auto" && Ledger.allowanceEligible(plan.items) && giveBackWithinMs(config, plan.items) === 0
   );
 }
 
@@ -96,6 +96,7 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
     return {
       plan,
       cacheKey: BlockedCache.keyOf(plan.name, plan.items),
+      allowance: usesAllowance(config, plan),
       // Made on first use: a request answered here needs none.
       get stub() {
         stub ??= ns.get(ns.idFromName(plan.name));
@@ -116,10 +117,10 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
     return { allowed: false, outcomes: cached, now: now0, asked, failed: [], cached: true };
   }
 
-  const fresh = own && usesAllowance(config, own) && !allowances.knows(own.cacheKey) ? own : undefined;
+  const fresh = own?.allowance && !allowances.knows(own.cacheKey) ? own : undefined;
   // Admitted here from an allowance where one is held, else asked (section 10).
   for (const a of asked) {
-    if (!usesAllowance(config, a)) continue;
+    if (!a.allowance) continue;
     a.local = allowances.take(a.cacheKey, a.plan.items, now0);
     if (!a.local && allowances.renewalInflight(a.plan.name)) {
       // A renewal is on its way: it is as quick as a call of our own and likely brings room.
@@ -136,7 +137,7 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
     // Refused while this isolate itself holds units of the refusing policy (allowances other
     // requests' asks are bringing back): once those settle, they may admit it, or a new ask
     // that gives back what is left.
-    if (a.result?.heldByYou && usesAllowance(config, a)) {
+    if (a.result?.heldByYou && a.allowance) {
       await until(() => !allowances.inflight(a.plan.name), config.storeTimeoutMs);
       const now = clock.now();
       a.local = allowances.take(a.cacheKey, a.plan.items, now);
@@ -214,7 +215,7 @@ async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: Call, n
           holder: allowances.holder,
           // The object decides this request itself: it must see exactly what was used.
           reports: allowances.reportsFor(name, now, true),
-          ...(usesAllowance(config, a) ? { allowanceRate: allowances.rateFor(a.cacheKey, now) } : {}),
+          ...(a.allowance ? { allowanceRate: allowances.rateFor(a.cacheKey, now) } : {}),
         }),
         config.storeTimeoutMs,
       ),
