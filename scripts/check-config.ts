@@ -3,8 +3,8 @@
  * exactly as the worker does, prints every issue, and exits 1 if there is any.
  */
 import { unstable_readConfig } from "wrangler";
-import { ConfigError, parseConfig } from "../src/config.ts";
-import { validateOriginUrl } from "../src/proxy.ts";
+import { ConfigError, parseConfig } from "../src/config/config.ts";
+import { validateOriginUrl } from "../src/request/proxy.ts";
 
 const args = process.argv.slice(2);
 const envAt = args.indexOf("--env");

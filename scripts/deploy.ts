@@ -7,8 +7,8 @@
  */
 import { spawnSync } from "node:child_process";
 import { unstable_readConfig } from "wrangler";
-import { ConfigError, parseConfig } from "../src/config.ts";
-import { validateOriginUrl } from "../src/proxy.ts";
+import { ConfigError, parseConfig } from "../src/config/config.ts";
+import { validateOriginUrl } from "../src/request/proxy.ts";
 
 const args = process.argv.slice(2);
 

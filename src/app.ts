@@ -1,16 +1,16 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { requestId } from "hono/request-id";
-import { handleAdmin, isAdminPath } from "./admin.ts";
-import { ConfigError, loadConfig, type SluiceConfig } from "./config.ts";
-import { renderError, SluiceError } from "./errors.ts";
-import { mutableHeaders, type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
-import { forward, validateOriginUrl } from "./proxy.ts";
-import { urlOf } from "./url.ts";
+import { handleAdmin, isAdminPath } from "./admin/admin.ts";
+import { ConfigError, loadConfig, type SluiceConfig } from "./config/config.ts";
+import { mutableHeaders, type SluiceVariables, sluice } from "./middleware/sluice.ts";
+import { forward, validateOriginUrl } from "./request/proxy.ts";
+import { renderError, SluiceError } from "./util/errors.ts";
+import { urlOf } from "./util/url.ts";
 
 /** Bindings the standalone worker reads. */
 export interface SluiceEnv {
   SLUICE_CONFIG?: unknown;
-  SLUICE_LIMITER: DurableObjectNamespace<import("./durable-objects/limiter.ts").SluiceLimiter>;
+  SLUICE_LIMITER: DurableObjectNamespace<import("./objects/limiter/object.ts").SluiceLimiter>;
   ORIGIN_URL?: string;
   ORIGIN_SECRET?: string;
   SLUICE_ADMIN_TOKEN?: string;

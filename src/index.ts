@@ -1,7 +1,7 @@
 import { createApp } from "./app.ts";
 
-export { SluiceDirectory } from "./durable-objects/directory.ts";
-export { SluiceLimiter } from "./durable-objects/limiter.ts";
+export { SluiceDirectory } from "./objects/directory/object.ts";
+export { SluiceLimiter } from "./objects/limiter/object.ts";
 
 const app = createApp();
 

@@ -9,12 +9,12 @@ export {
   parseConfig,
   type SluiceConfig,
   type SluiceConfigInput,
-} from "./config.ts";
-export { SluiceDirectory } from "./durable-objects/directory.ts";
-export { SluiceLimiter } from "./durable-objects/limiter.ts";
-export { SluiceError } from "./errors.ts";
-export { type SluiceOptions, type SluiceVariables, sluice } from "./middleware/rate-limit.ts";
+} from "./config/config.ts";
+export { type SluiceOptions, type SluiceVariables, sluice } from "./middleware/sluice.ts";
+export { SluiceDirectory } from "./objects/directory/object.ts";
+export { SluiceLimiter } from "./objects/limiter/object.ts";
+export { SluiceError } from "./util/errors.ts";
 
-import type { SluiceConfigInput } from "./config.ts";
+import type { SluiceConfigInput } from "./config/config.ts";
 /** One entry of `policies` as written in configuration (a rate or a concurrency policy). */
 export type SluicePolicyInput = SluiceConfigInput["policies"][number];

@@ -8,9 +8,10 @@
 // BENCH_TRACE_KEY (text binding, optional): for the requests carrying that x-api-key, the times
 // (the worker's and objects' clock, the one the limiter counts with) each reached the worker, each
 // admission as Sluice dates it, and each forward to the origin; read at /__bench/offered.
-import { allowances } from "../../src/allowance.ts";
-import { storageStats } from "../../src/durable-objects/limiter.ts";
+
 import worker, { SluiceLimiter } from "../../src/index.ts";
+import { storageStats } from "../../src/objects/limiter/object.ts";
+import { allowances } from "../../src/request/admit/allowances.ts";
 
 interface BenchEnv {
   BENCH_DO_DELAY_MS?: string;

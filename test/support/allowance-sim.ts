@@ -1,12 +1,13 @@
 /**
- * A discrete-event simulation of the counting core (SPEC 10-11) for test/allowance-properties.test.ts:
- * the pure Ledger (src/ledger.ts) inside a simulated Durable Object that writes what
- * src/durable-objects/limiter.ts writes and restarts from it, and simulated isolates that drive
- * AllowanceTable (src/allowance.ts) as src/admit.ts does, each with its own clock and latency.
+ * A discrete-event simulation of the counting core (SPEC 10-11) for test/request/admit/allowance-properties.test.ts:
+ * the pure Ledger (src/objects/limiter/ledger/ledger.ts) inside a simulated Durable Object that writes what
+ * src/objects/limiter/object.ts writes and restarts from it, and simulated isolates that drive
+ * AllowanceTable (src/request/admit/allowances.ts) as src/request/admit/admit.ts does, each with its own clock and latency.
  * No workerd object is involved, so thousands of schedules run in seconds.
  */
-import { AllowanceTable, type LocalAdmission } from "../../src/allowance.ts";
-import type { Algorithm } from "../../src/config.ts";
+
+import type { RateParams } from "../../src/algorithms/index.ts";
+import type { Algorithm } from "../../src/config/config.ts";
 import {
   type CheckItem,
   type Grant,
@@ -15,13 +16,13 @@ import {
   type Outcome,
   type Override,
   type UseReport,
-} from "../../src/ledger.ts";
-import type { RateParams } from "../../src/limiter/index.ts";
+} from "../../src/objects/limiter/ledger/ledger.ts";
+import { AllowanceTable, type LocalAdmission } from "../../src/request/admit/allowances.ts";
 import { ExactLog, FixedCounter, Gcra, TokenLevel } from "./reference-model.ts";
 
 export const T0 = 1_800_000_000_000;
 const OBJECT = "sim-object";
-/** src/durable-objects/limiter.ts FLUSH_MS (not imported: that module needs workerd). */
+/** src/objects/limiter/object.ts FLUSH_MS (not imported: that module needs workerd). */
 const FLUSH_MS = 1_000;
 
 /** mulberry32: a small seeded generator, so a case (latencies included) replays from its seed. */
@@ -114,7 +115,7 @@ export interface CallResult {
 }
 
 /**
- * The Durable Object around the Ledger, as src/durable-objects/limiter.ts drives it (check, report,
+ * The Durable Object around the Ledger, as src/objects/limiter/object.ts drives it (check, report,
  * flush), with a disk: only what a write put there survives a restart. It writes when the ledger
  * says it must (mustWrite) and, when the test says so, on its flush timer. Its clock is true time.
  */
@@ -207,7 +208,7 @@ export class SimObject {
   }
 }
 
-// ---- isolates and requests (src/admit.ts, one object)
+// ---- isolates and requests (src/request/admit/admit.ts, one object)
 
 export interface PolicySpec {
   algorithm: Algorithm;

@@ -1,9 +1,9 @@
 /**
- * Plain reference models of the three rate algorithms, written apart from src/limiter/ for the
- * property tests (test/properties.test.ts): an exact log of admitted requests for the sliding
+ * Plain reference models of the three rate algorithms, written apart from src/algorithms/ for the
+ * property tests (test/algorithms/properties.test.ts): an exact log of admitted requests for the sliding
  * window, a counter per epoch-aligned window for the fixed window, and, for the token bucket,
  * both a level model and GCRA (theoretical arrival time), two independent formulations.
- * Each answers like src/limiter: allowed, remaining, resetMs, retryAfterMs (Infinity: never).
+ * Each answers like src/algorithms: allowed, remaining, resetMs, retryAfterMs (Infinity: never).
  */
 
 export interface RefVerdict {
@@ -179,7 +179,7 @@ export class Gcra {
 }
 
 /**
- * A quota per calendar period in UTC, written with Date's own calendar (not src/limiter/calendar's
+ * A quota per calendar period in UTC, written with Date's own calendar (not src/algorithms/calendar's
  * arithmetic): the period's start is `t` with the time, the weekday (from Monday) or the day of the
  * month wound back; its end is the start moved on by a day, 7 days or a month. One counter, for
  * the period the last request fell in.

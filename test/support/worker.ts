@@ -1,9 +1,9 @@
 import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach } from "vitest";
-import { clock } from "../../src/clock.ts";
-import type { SluiceConfigInput } from "../../src/config.ts";
+import type { SluiceConfigInput } from "../../src/config/config.ts";
 import worker from "../../src/index.ts";
+import { clock } from "../../src/util/clock.ts";
 
 /** Origin the worker proxies to in tests: a real Node HTTP server on 127.0.0.1. */
 export const ORIGIN = `http://127.0.0.1:${env.ORIGIN_PORT}`;

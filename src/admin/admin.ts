@@ -1,0 +1,383 @@
+import { Hono } from "hono";
+import * as z from "zod/mini";
+import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "../config/config.ts";
+import { effectiveParams, effectivePlan } from "../config/plans.ts";
+import {
+  type HourlySeries,
+  SHARDS,
+  type SluiceDirectory,
+  TOP_WINDOWS,
+  type TopBy,
+  type TopEntry,
+  type TopWindow,
+} from "../objects/directory/object.ts";
+import type { Override, SluiceLimiter } from "../objects/limiter/object.ts";
+import { reportNow } from "../request/admit/admit.ts";
+import { allowances } from "../request/admit/allowances.ts";
+import { blockedCache } from "../request/admit/blocked-cache.ts";
+import { keyIdOf, resolveIdentity } from "../request/identify/identity.ts";
+import { itemOf, perKeyName } from "../request/match/policies.ts";
+import { ceilSeconds } from "../request/respond/headers.ts";
+import { clock } from "../util/clock.ts";
+import { renderError, SluiceError } from "../util/errors.ts";
+import { logEvent } from "../util/log.ts";
+import { dashboardResponse } from "./dashboard/page.ts";
+
+type AdminEnv = {
+  Bindings: {
+    SLUICE_LIMITER: DurableObjectNamespace<SluiceLimiter>;
+    /** The top-keys index (optional: without it /keys/top answers 500 invalid_config). */
+    SLUICE_DIRECTORY?: DurableObjectNamespace<SluiceDirectory>;
+    SLUICE_ADMIN_TOKEN?: string;
+  };
+};
+
+/**
+ * True when a request's path falls under adminPath however it is spelled: percent-escapes
+ * (including %2F) decoded and runs of slashes collapsed. Such requests are never proxied nor
+ * counted; only the canonical spelling reaches a handler, any other gets 401 or 404.
+ */
+export function isAdminPath(pathname: string, adminPath: string): boolean {
+  let p = pathname;
+  for (let i = 0; i < 3; i++) {
+    try {
+      const next = decodeURIComponent(p);
+      if (next === p) break;
+      p = next;
+    } catch {
+      break;
+    }
+  }
+  p = p.replace(/[\\/]+/g, "/").toLowerCase();
+  const base = adminPath.toLowerCase();
+  return p === base || p.startsWith(`${base}/`);
+}
+
+const encoder = new TextEncoder();
+
+/** Compares the bearer token with the secret in constant time (both hashed to equal length). */
+async function tokenMatches(header: string | undefined, secret: string): Promise<boolean> {
+  const m = header ? /^Bearer[ \t]+(\S+)\s*$/i.exec(header) : null;
+  const given = m ? (m[1] as string) : "";
+  const [a, b] = await Promise.all([
+    crypto.subtle.digest("SHA-256", encoder.encode(given)),
+    crypto.subtle.digest("SHA-256", encoder.encode(secret)),
+  ]);
+  return crypto.subtle.timingSafeEqual(a, b) && given.length > 0;
+}
+
+const KEY_ID_RE = /^[0-9a-f]{16}$/;
+
+function badRequest(issues: string[]): SluiceError {
+  return new SluiceError(400, "invalid_request", issues.join("; "), { issues });
+}
+
+/** The keyId a request names, by `key` (raw, hashed here) or `keyId`. */
+async function keyIdFrom(key: unknown, keyId: unknown): Promise<string> {
+  if (typeof key === "string" && key.length > 0) return keyIdOf(key);
+  if (typeof keyId === "string" && KEY_ID_RE.test(keyId)) return keyId;
+  if (keyId !== undefined) throw badRequest(["keyId: expected 16 lower-case hex digits"]);
+  throw badRequest(["key: required (or keyId)"]);
+}
+
+function keyPolicies(config: SluiceConfig): (RatePolicy | ConcurrencyPolicy)[] {
+  return config.policies.filter((p) => p.scope.length === 1 && p.scope[0] === "key");
+}
+
+const positiveInt = z.int().check(z.positive(), z.maximum(1_000_000_000));
+const keyFields = {
+  key: z.optional(z.string().check(z.minLength(1))),
+  keyId: z.optional(z.string()),
+  policy: z.string().check(z.minLength(1)),
+};
+const overrideBody = z.strictObject({
+  ...keyFields,
+  limit: z.optional(positiveInt),
+  window: z.optional(z.union([z.string(), z.number()])),
+  concurrency: z.optional(positiveInt),
+});
+const deleteBody = z.strictObject(keyFields);
+const planBody = z.strictObject({
+  key: keyFields.key,
+  keyId: keyFields.keyId,
+  plan: z.nullable(z.string()),
+});
+
+async function jsonBody(req: Request): Promise<unknown> {
+  try {
+    return await req.json();
+  } catch {
+    throw badRequest(["body: expected a JSON object"]);
+  }
+}
+
+function zodIssues(error: z.core.$ZodError): string[] {
+  return error.issues.map((i) => `${i.path.join(".") || "body"}: ${i.message}`);
+}
+
+/** An hour index (ms / 3,600,000) as an ISO 8601 instant without milliseconds. */
+function hourIso(hour: number): string {
+  return new Date(hour * 3_600_000).toISOString().replace(".000Z", "Z");
+}
+
+const byRejected = (a: TopEntry, b: TopEntry) =>
+  b.rejected - a.rejected || b.passed - a.passed || (a.keyId < b.keyId ? -1 : 1);
+const byPassed = (a: TopEntry, b: TopEntry) =>
+  b.passed - a.passed || b.rejected - a.rejected || (a.keyId < b.keyId ? -1 : 1);
+
+export const TOP_LIMIT_MAX = 100;
+
+/** The query of /keys/top: by (default rejected), window (default 24h), limit (default 10). */
+function topQuery(q: Record<string, string>): { by: TopBy; window: TopWindow; limit: number } {
+  const issues: string[] = [];
+  const by = q.by ?? "rejected";
+  const window = q.window ?? "24h";
+  const limitText = q.limit ?? "10";
+  if (by !== "rejected" && by !== "passed") issues.push('by: expected "rejected" or "passed"');
+  if (!Object.hasOwn(TOP_WINDOWS, window)) issues.push('window: expected "24h", "7d" or "30d"');
+  const limit = /^[0-9]{1,3}$/.test(limitText) ? Number(limitText) : 0;
+  if (limit < 1 || limit > TOP_LIMIT_MAX) issues.push(`limit: expected a whole number from 1 to ${TOP_LIMIT_MAX}`);
+  if (issues.length > 0) throw badRequest(issues);
+  return { by: by as TopBy, window: window as TopWindow, limit };
+}
+
+/**
+ * The admin API of docs/reference.md §7, mounted at `config.adminPath`. Enabled only when the secret
+ * SLUICE_ADMIN_TOKEN is set; every route but /health needs `Authorization: Bearer <token>`.
+ */
+export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
+  const app = new Hono<AdminEnv>().basePath(config.adminPath);
+  const policies = keyPolicies(config);
+  const stubFor = (env: AdminEnv["Bindings"], keyId: string) =>
+    env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(perKeyName(keyId)));
+
+  /** A period policy's period, for the usage figures. */
+  const periodOf = (name: string) => {
+    const p = policies.find((x) => x.name === name);
+    return p?.kind === "rate" && p.period !== undefined ? { period: p.period } : {};
+  };
+
+  app.get("/health", (c) => c.json({ ok: true }));
+
+  app.get("/keys/usage", async (c) => {
+    const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
+    const stub = stubFor(c.env, keyId);
+    // Rejections this isolate answered from its cache, and requests it admitted from allowances,
+    // that it has not reported yet count too.
+    const unreported = blockedCache.takeUnreported(perKeyName(keyId));
+    if (unreported > 0) await stub.countRejected(unreported);
+    await reportNow(stub, perKeyName(keyId), true);
+    const [outcomes, usage, overrides, assigned, hourly] = await Promise.all([
+      stub.peek(policies.map(itemOf)),
+      stub.usageTotals(),
+      stub.getOverrides(),
+      stub.getPlan(),
+      stub.usageHourly(),
+    ]);
+    return c.json({
+      keyId,
+      plan: effectivePlan(assigned, config.plans, config.defaultPlan),
+      policies: outcomes.map((o) => ({
+        policy: o.policy,
+        kind: o.kind,
+        limit: o.limit,
+        ...(o.kind === "rate" ? { window: o.windowMs / 1000 } : {}),
+        ...periodOf(o.policy),
+        remaining: o.remaining,
+        reset: o.kind === "rate" && o.remaining < o.limit ? ceilSeconds(o.resetMs) : 0,
+        override: overrides[o.policy] !== undefined,
+      })),
+      usage,
+      hourly: (hourly as unknown as HourlySeries).map(([h, passed, rejected]) => ({
+        hour: hourIso(h),
+        passed,
+        rejected,
+      })),
+    });
+  });
+
+  app.get("/keys/top", async (c) => {
+    const q = topQuery(c.req.query());
+    const ns = c.env.SLUICE_DIRECTORY;
+    if (!ns) {
+      throw new SluiceError(500, "invalid_config", "top keys need the SLUICE_DIRECTORY Durable Object binding", {
+        issues: ["SLUICE_DIRECTORY: bind the SluiceDirectory class (see wrangler.toml)"],
+      });
+    }
+    const shards = await Promise.all(
+      Array.from({ length: SHARDS }, (_, i) => ns.get(ns.idFromName(`directory:${i}`)).top(q.by, q.window, q.limit)),
+    ).catch((e: unknown) => {
+      throw new SluiceError(503, "store_unavailable", "the top-keys index did not answer", { detail: String(e) });
+    });
+    const keys = shards
+      .flat()
+      .sort(q.by === "rejected" ? byRejected : byPassed)
+      .slice(0, q.limit);
+    return c.json({ keys });
+  });
+
+  app.put("/keys/overrides", async (c) => {
+    const parsed = overrideBody.safeParse(await jsonBody(c.req.raw));
+    if (!parsed.success) throw badRequest(zodIssues(parsed.error));
+    const b = parsed.data;
+    const keyId = await keyIdFrom(b.key, b.keyId);
+    const policy = policies.find((p) => p.name === b.policy);
+    const issues: string[] = [];
+    if (!policy) {
+      issues.push(`policy: no policy "${b.policy}" scoped to the key in SLUICE_CONFIG`);
+      throw badRequest(issues);
+    }
+    const override: Override = {};
+    if (policy.kind === "rate") {
+      if (b.concurrency !== undefined) issues.push("concurrency: not a concurrency policy");
+      if (b.limit !== undefined) override.limit = b.limit;
+      if (b.window !== undefined && policy.period !== undefined) {
+        issues.push(`window: a period policy ("${policy.period}") takes limit only`);
+      } else if (b.window !== undefined) {
+        const ms = parseDuration(b.window);
+        if (ms === undefined) issues.push('window: expected a duration such as "10s", "1m", "1h" or seconds');
+        else override.windowMs = ms;
+      }
+      if (b.limit === undefined && b.window === undefined) issues.push("limit: required (or window)");
+    } else {
+      if (b.limit !== undefined || b.window !== undefined) issues.push("limit: a concurrency policy takes concurrency");
+      if (b.concurrency === undefined) issues.push("concurrency: required");
+      else override.limit = b.concurrency;
+    }
+    if (issues.length > 0) throw badRequest(issues);
+    const stub = stubFor(c.env, keyId);
+    await stub.setOverride(policy.name, override);
+    blockedCache.clear();
+    allowances.retireObject(perKeyName(keyId));
+    logEvent("sluice.override_set", { keyId, policy: policy.name, ...override });
+    // What is in force now: the override over the key's plan over the policy.
+    const p = effectiveParams(itemOf(policy), await stub.getPlan(), override, clock.now());
+    return c.json({
+      keyId,
+      policy: policy.name,
+      ...(policy.kind === "rate" ? { limit: p.limit, window: p.windowMs / 1000 } : { concurrency: p.limit }),
+    });
+  });
+
+  app.delete("/keys/overrides", async (c) => {
+    const parsed = deleteBody.safeParse(await jsonBody(c.req.raw));
+    if (!parsed.success) throw badRequest(zodIssues(parsed.error));
+    const keyId = await keyIdFrom(parsed.data.key, parsed.data.keyId);
+    const removed = await stubFor(c.env, keyId).deleteOverride(parsed.data.policy);
+    blockedCache.clear();
+    allowances.retireObject(perKeyName(keyId));
+    logEvent("sluice.override_deleted", { keyId, policy: parsed.data.policy, removed });
+    return c.json({ keyId, policy: parsed.data.policy, removed });
+  });
+
+  app.put("/keys/plan", async (c) => {
+    const parsed = planBody.safeParse(await jsonBody(c.req.raw));
+    if (!parsed.success) throw badRequest(zodIssues(parsed.error));
+    const b = parsed.data;
+    const keyId = await keyIdFrom(b.key, b.keyId);
+    if (b.plan !== null && !Object.hasOwn(config.plans, b.plan)) {
+      const known = Object.keys(config.plans);
+      throw badRequest([
+        `plan: no plan "${b.plan}" in SLUICE_CONFIG${known.length > 0 ? ` (plans: ${known.join(", ")})` : ""}`,
+      ]);
+    }
+    await stubFor(c.env, keyId).setPlan(b.plan);
+    blockedCache.clear();
+    allowances.retireObject(perKeyName(keyId));
+    logEvent("sluice.plan_set", { keyId, plan: b.plan });
+    return c.json({ keyId, plan: effectivePlan(b.plan, config.plans, config.defaultPlan) });
+  });
+
+  app.delete("/keys/counters", async (c) => {
+    const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
+    await stubFor(c.env, keyId).resetCounters();
+    blockedCache.clear();
+    allowances.retireObject(perKeyName(keyId));
+    logEvent("sluice.counters_reset", { keyId });
+    return c.json({ keyId, reset: true });
+  });
+
+  app.notFound((c) => c.json({ error: "not_found" }, 404));
+  app.onError(renderError);
+  return app;
+}
+
+/**
+ * GET {adminPath}/me: the caller's own standing, the caller identified exactly as the policies
+ * identify it (first identity source present, else its address, else anonymous). It reads the
+ * caller's own per-key object only, consumes nothing, and needs no admin token: whoever can
+ * send a key's requests can already read its headers. `plan` is the plan in force, or null.
+ */
+async function selfView(req: Request, env: AdminEnv["Bindings"], config: SluiceConfig): Promise<Response> {
+  const identity = await resolveIdentity(req, new URL(req.url), config.identity, config.ipv6Prefix);
+  const name = perKeyName(identity.keyId);
+  const stub = env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(name));
+  let outcomes: Awaited<ReturnType<typeof stub.peek>>;
+  let usage: Awaited<ReturnType<typeof stub.usageTotals>>;
+  let assigned: string | null;
+  try {
+    const unreported = blockedCache.takeUnreported(name);
+    if (unreported > 0) await stub.countRejected(unreported);
+    await reportNow(stub, name, true);
+    [outcomes, usage, assigned] = await Promise.all([
+      stub.peek(keyPolicies(config).map(itemOf)),
+      stub.usageTotals(),
+      stub.getPlan(),
+    ]);
+  } catch (e) {
+    logEvent("sluice.store_error", { keyId: identity.keyId, path: "me", error: String(e) });
+    throw new SluiceError(503, "rate_limiter_unavailable", "rate limiter unavailable");
+  }
+  return Response.json(
+    {
+      keyId: identity.keyId,
+      plan: effectivePlan(assigned, config.plans, config.defaultPlan),
+      policies: outcomes.map((o) => ({
+        policy: o.policy,
+        limit: o.limit,
+        remaining: o.remaining,
+        reset: o.kind === "rate" && o.remaining < o.limit ? ceilSeconds(o.resetMs) : 0,
+      })),
+      usage,
+    },
+    { headers: { "Cache-Control": "no-store, private" } },
+  );
+}
+
+const adminApps = new WeakMap<SluiceConfig, Hono<AdminEnv>>();
+
+/**
+ * Answers a request whose path is under adminPath (see isAdminPath): GET /me to any caller when
+ * selfView is on (even with the admin API off); else 404 when the admin API is off; /health and
+ * the dashboard page (GET {adminPath}/, no data in it) to anyone; everything else only with the
+ * token, checked before routing so that no spelling of a path tells a caller without it anything
+ * beyond 401.
+ */
+export async function handleAdmin(
+  req: Request,
+  env: AdminEnv["Bindings"],
+  ctx: Parameters<Hono["fetch"]>[2],
+  config: SluiceConfig,
+): Promise<Response> {
+  const path = new URL(req.url).pathname;
+  if (config.selfView && req.method === "GET" && path === `${config.adminPath}/me`) return selfView(req, env, config);
+  const secret = env.SLUICE_ADMIN_TOKEN;
+  if (!secret) return Response.json({ error: "not_found" }, { status: 404 });
+  // The dashboard page holds no data: every call it makes carries the token.
+  if (req.method === "GET" && (path === config.adminPath || path === `${config.adminPath}/`))
+    return dashboardResponse();
+  const health = req.method === "GET" && path === `${config.adminPath}/health`;
+  if (!health && !(await tokenMatches(req.headers.get("authorization") ?? undefined, secret))) {
+    logEvent("sluice.admin_unauthorized", { method: req.method, path });
+    return Response.json(
+      { error: "unauthorized" },
+      { status: 401, headers: { "WWW-Authenticate": 'Bearer realm="sluice-admin"' } },
+    );
+  }
+  let app = adminApps.get(config);
+  if (!app) {
+    app = createAdminApp(config);
+    adminApps.set(config, app);
+  }
+  return app.fetch(req, env, ctx);
+}

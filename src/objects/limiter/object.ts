@@ -1,0 +1,356 @@
+import { DurableObject } from "cloudflare:workers";
+import { clock } from "../../util/clock.ts";
+import { type HourlySeries, reportUsage } from "../directory/object.ts";
+import {
+  type CheckItem,
+  type Grant,
+  HOUR_MS,
+  Ledger,
+  type Outcome,
+  type Override,
+  type Receipt,
+  USAGE_KEEP_HOURS,
+  type UsageWindow,
+  type UseReport,
+} from "./ledger/ledger.ts";
+
+export type {
+  CheckItem,
+  Grant,
+  GrantItem,
+  Outcome,
+  Override,
+  Receipt,
+  UsageWindow,
+  UseReport,
+} from "./ledger/ledger.ts";
+
+/**
+ * What changed but is not needed to keep a promise (a give-back, a re-dated use, a released slot,
+ * usage figures) reaches SQLite at most this long after it changed. Losing it in a crash only
+ * makes the object stricter (docs/design.md, "Durability"), never more generous: everything that
+ * was admitted is on disk before its answer (a storage block, an allowance, a slot).
+ */
+export const FLUSH_MS = 1_000;
+
+/** How the worker asks: one request to decide, and/or allowance business. */
+export interface CheckOptions {
+  /** Names the concurrency slots taken, for release(). */
+  leaseId?: string;
+  /** How long a slot is held if release() never comes. */
+  leaseMs?: number;
+  /** Count this request (and the figures below) in the per-key usage figures. */
+  recordUsage?: boolean;
+  /** Rejections the worker answered from its cache since it last called. */
+  rejectedElsewhere?: number;
+  /** Requests the worker admitted from allowances since it last called. */
+  passedElsewhere?: number;
+  /**
+   * For a request that other objects decide too: how long an undo of this booking may take to
+   * come. Until then this object's rejections are not cacheable (an undo frees room early).
+   */
+  refundableMs?: number;
+  /** False: decide no request, only take reports and grant (an allowance renewal). Default true. */
+  decide?: boolean;
+  /** The asking isolate, for allowances. */
+  holder?: string;
+  /** Its reports of allowances of this object. */
+  reports?: UseReport[];
+  /** Ask for an allowance for further requests of these items: the isolate's recent rate, requests/s. */
+  allowanceRate?: number;
+}
+
+export interface CheckResult {
+  /** True iff every enforced policy allowed the request; then the allowed ones were consumed. */
+  allowed: boolean;
+  outcomes: Outcome[];
+  receipt: Receipt | null;
+  /** The object's clock when it decided, ms since the epoch. */
+  now: number;
+  /**
+   * A rejection the worker may serve again from its blocked-until cache: false while room may
+   * come back before Retry-After (an undo of another object's request, an allowance's give-back).
+   */
+  cacheable: boolean;
+  /** An allowance for the next requests of the same items, when asked for and granted. */
+  grant: Grant | null;
+  /**
+   * Rejected while the asking isolate itself holds allowance units of a rejecting policy (granted
+   * to asks still on their way back, or in use): it may retry once those have settled.
+   */
+  heldByYou: boolean;
+}
+
+/** Storage rows written by every object of this isolate (for the bench and tests). */
+export const storageStats = { rowsWritten: 0 };
+
+/**
+ * The Durable Object that owns one bucket's counters: every `key`-scoped policy of one key, or every
+ * policy sharing one other scope. Its methods run one at a time, so each decision is atomic. It
+ * is a thin shell: the counting is the pure Ledger (src/objects/limiter/ledger/ledger.ts); this loads it, calls it with
+ * the clock, and writes what it says must be on disk before the answer goes out (output gates
+ * hold the answer until the write is durable).
+ */
+export class SluiceLimiter extends DurableObject {
+  protected readonly ledger = new Ledger();
+  private flushScheduled = false;
+  /** When counters were last written (wall clock, ms). */
+  private lastFlushAt = 0;
+  private lastNow = 0;
+
+  constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
+    super(ctx, env);
+    ctx.blockConcurrencyWhile(async () => {
+      try {
+        this.load();
+      } catch (e) {
+        // Rethrown outside so the object resets instead of serving with half-loaded counters.
+        console.error(JSON.stringify({ event: "sluice.load_failed", error: String(e) }));
+        throw e;
+      }
+    });
+  }
+
+  private load(): void {
+    const sql = this.ctx.storage.sql;
+    sql.exec(`CREATE TABLE IF NOT EXISTS counters (policy TEXT PRIMARY KEY, data TEXT NOT NULL)`);
+    sql.exec(`CREATE TABLE IF NOT EXISTS overrides (policy TEXT PRIMARY KEY, limit_ INTEGER, window_ms INTEGER)`);
+    sql.exec(
+      `CREATE TABLE IF NOT EXISTS usage (hour INTEGER PRIMARY KEY, passed INTEGER NOT NULL, rejected INTEGER NOT NULL)`,
+    );
+    for (const r of sql.exec<{ policy: string; data: string }>(`SELECT policy, data FROM counters`)) {
+      this.ledger.loadRow(r.policy, r.data);
+    }
+    for (const r of sql.exec<{ policy: string; limit_: number | null; window_ms: number | null }>(
+      `SELECT policy, limit_, window_ms FROM overrides`,
+    )) {
+      const o: Override = {};
+      if (r.limit_ !== null) o.limit = r.limit_;
+      if (r.window_ms !== null) o.windowMs = r.window_ms;
+      this.ledger.overrides.set(r.policy, o);
+    }
+    sql.exec(`CREATE TABLE IF NOT EXISTS plan (id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL)`);
+    for (const r of sql.exec<{ name: string }>(`SELECT name FROM plan`)) this.ledger.plan = r.name;
+    for (const r of sql.exec<{ hour: number; passed: number; rejected: number }>(
+      `SELECT hour, passed, rejected FROM usage`,
+    )) {
+      this.ledger.usage.set(r.hour, [r.passed, r.rejected]);
+    }
+  }
+
+  /** The object's clock: never goes backwards, so sliding-window entries stay ordered. */
+  private now(): number {
+    const t = clock.now();
+    if (t > this.lastNow) this.lastNow = t;
+    return this.lastNow;
+  }
+
+  /**
+   * Decides one request for every policy of this object, atomically, and/or takes an isolate's
+   * allowance reports and grants it a new allowance. The request passes only if every enforced
+   * policy allows it; only then is anything consumed. A rejected request consumes nothing.
+   */
+  async check(items: CheckItem[], opts: CheckOptions = {}): Promise<CheckResult> {
+    const L = this.ledger;
+    const now = this.now();
+    if (opts.reports) L.report(opts.reports);
+    if (opts.recordUsage) L.count(now, opts.passedElsewhere ?? 0, opts.rejectedElsewhere ?? 0);
+    let allowed = true;
+    let outcomes: Outcome[] = [];
+    let receipt: Receipt | null = null;
+    if (opts.decide !== false) {
+      const d = L.decide(items, now);
+      allowed = d.allowed;
+      outcomes = d.outcomes;
+      if (allowed) receipt = L.admit(items, d, now, opts.leaseId ?? "", opts.leaseMs ?? 60_000);
+      if (opts.recordUsage) L.count(now, allowed ? 1 : 0, allowed ? 0 : 1);
+      if (allowed && (opts.refundableMs ?? 0) > 0) {
+        L.refundableUntil = Math.max(L.refundableUntil, now + (opts.refundableMs as number));
+      }
+    }
+    const holder = opts.holder ?? "";
+    let grant: Grant | null = null;
+    // An isolate deciding a request here has just closed every allowance it knows of: one it
+    // still holds is on its way back to it, so it gets no second one (no stacking in a burst).
+    const holds = holder !== "" && items.some((i) => L.heldBy(i.policy, holder) > 0);
+    if (allowed && opts.allowanceRate !== undefined && holder && !(opts.decide !== false && holds)) {
+      grant = L.grant(items, now, holder, opts.allowanceRate, crypto.randomUUID());
+    }
+    this.persist();
+    const cacheable =
+      !allowed &&
+      now >= L.refundableUntil &&
+      !outcomes.some((o) => !o.allowed && o.mode === "enforce" && L.hasOutstanding(o.policy));
+    const heldByYou =
+      !allowed &&
+      holder !== "" &&
+      outcomes.some((o) => !o.allowed && o.mode === "enforce" && L.heldBy(o.policy, holder) > 0);
+    return { allowed, outcomes, receipt, now, cacheable, grant, heldByYou };
+  }
+
+  /** Undoes a check() whose request another object rejected (and recounts it as rejected). */
+  async undo(items: CheckItem[], receipt: Receipt, recordUsage = false): Promise<void> {
+    if (recordUsage) this.ledger.recountRejected(this.now());
+    this.ledger.undo(items, receipt);
+    this.persist();
+  }
+
+  /** Takes allowance reports without deciding anything (an isolate giving back what it holds). */
+  async report(reports: UseReport[], passed = 0): Promise<void> {
+    this.ledger.report(reports);
+    this.ledger.count(this.now(), passed, 0);
+    this.persist();
+  }
+
+  /** Gives back every concurrency slot held under `leaseId`. */
+  async release(leaseId: string): Promise<void> {
+    this.ledger.release(leaseId);
+    this.persist();
+  }
+
+  /** Extends every slot held under `leaseId` to `leaseMs` from now (a long-streaming response). */
+  async renew(leaseId: string, leaseMs: number): Promise<void> {
+    this.ledger.renew(leaseId, this.now(), leaseMs);
+    this.persist();
+  }
+
+  /** The current standing of each policy, consuming nothing. */
+  async peek(items: CheckItem[]): Promise<Outcome[]> {
+    return this.ledger.peek(items, this.now());
+  }
+
+  /** Sets a custom limit for one policy of this key, in force from the next request. */
+  async setOverride(policy: string, override: Override): Promise<void> {
+    this.ledger.overrides.set(policy, override);
+    this.write(
+      `INSERT INTO overrides (policy, limit_, window_ms) VALUES (?, ?, ?)
+       ON CONFLICT(policy) DO UPDATE SET limit_ = excluded.limit_, window_ms = excluded.window_ms`,
+      policy,
+      override.limit ?? null,
+      override.windowMs ?? null,
+    );
+  }
+
+  /** Removes a custom limit; returns whether there was one. */
+  async deleteOverride(policy: string): Promise<boolean> {
+    const had = this.ledger.overrides.delete(policy);
+    this.write(`DELETE FROM overrides WHERE policy = ?`, policy);
+    return had;
+  }
+
+  async getOverrides(): Promise<Record<string, Override>> {
+    return Object.fromEntries(this.ledger.overrides);
+  }
+
+  /** Puts this key on a plan (null: back to the configuration's defaultPlan), from the next request. */
+  async setPlan(name: string | null): Promise<void> {
+    this.ledger.plan = name;
+    if (name === null) this.write(`DELETE FROM plan`);
+    else
+      this.write(`INSERT INTO plan (id, name) VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name`, name);
+  }
+
+  /** The plan this key was put on, or null when it was given none. */
+  async getPlan(): Promise<string | null> {
+    return this.ledger.plan;
+  }
+
+  /** Empties every counter of this object (rates and slots); overrides and usage stay. */
+  async resetCounters(): Promise<void> {
+    this.ledger.resetCounters(this.now());
+    this.persist();
+  }
+
+  /** Requests passed and rejected over the last 24 h, 7 d and 30 d (hourly buckets). */
+  async usageTotals(): Promise<Record<"24h" | "7d" | "30d", UsageWindow>> {
+    return this.ledger.usageTotals(this.now());
+  }
+
+  /** Hours with traffic in the last 30 days, ascending: [hour index, passed, rejected]. */
+  async usageHourly(): Promise<HourlySeries> {
+    const oldest = Math.floor(this.now() / HOUR_MS) - USAGE_KEEP_HOURS;
+    return [...this.ledger.usage]
+      .filter(([h]) => h > oldest)
+      .map(([h, [p, r]]): [number, number, number] => [h, p, r])
+      .sort((a, b) => a[0] - b[0]);
+  }
+
+  /** Adds rejections the worker answered from its cache to the usage figures. */
+  async countRejected(n: number): Promise<void> {
+    this.ledger.count(this.now(), 0, n);
+    this.persist();
+  }
+
+  private write(query: string, ...bindings: unknown[]): void {
+    storageStats.rowsWritten += this.ctx.storage.sql.exec(query, ...bindings).rowsWritten;
+  }
+
+  /**
+   * Writes now what must be on disk before the answer (Ledger.mustWrite), together with whatever
+   * else changed. Otherwise an object that has not written for FLUSH_MS (a key with little
+   * traffic) writes at once, within the call; a busy one sets an alarm for FLUSH_MS after its
+   * last write. Wall-clock time on purpose: this is about durability, not the limiter's clock.
+   */
+  private persist(): void {
+    const L = this.ledger;
+    // The top-keys index hears of changed figures at most once a minute (src/objects/directory/object.ts).
+    if (L.dirtyHours.size > 0) reportUsage(this.ctx, this.env, L.usage);
+    if (L.mustWrite) {
+      this.flush();
+      return;
+    }
+    if (this.flushScheduled || (L.dirty.size === 0 && L.dirtyHours.size === 0)) return;
+    if (Date.now() - this.lastFlushAt >= FLUSH_MS) {
+      this.flush();
+      return;
+    }
+    this.flushScheduled = true;
+    void this.ctx.storage.setAlarm(this.lastFlushAt + FLUSH_MS);
+  }
+
+  override async alarm(): Promise<void> {
+    this.flushScheduled = false;
+    this.flush();
+  }
+
+  /** Writes every changed counter and usage bucket; drops rows nothing needs any more. */
+  flush(): void {
+    const L = this.ledger;
+    this.lastFlushAt = Date.now();
+    L.mustWrite = false;
+    const now = this.now();
+    L.sweep(now);
+    for (const policy of L.dirty) {
+      const data = L.storedRow(policy, now);
+      // An upsert, not INSERT OR REPLACE: SQLite counts a replace as two rows written (billed).
+      if (data !== null) {
+        this.write(
+          `INSERT INTO counters (policy, data) VALUES (?, ?) ON CONFLICT(policy) DO UPDATE SET data = excluded.data`,
+          policy,
+          data,
+        );
+      } else this.write(`DELETE FROM counters WHERE policy = ?`, policy);
+    }
+    L.dirty.clear();
+    const oldest = Math.floor(now / HOUR_MS) - USAGE_KEEP_HOURS;
+    for (const hour of L.dirtyHours) {
+      const u = L.usage.get(hour);
+      if (u) {
+        this.write(
+          `INSERT INTO usage (hour, passed, rejected) VALUES (?, ?, ?)
+           ON CONFLICT(hour) DO UPDATE SET passed = excluded.passed, rejected = excluded.rejected`,
+          hour,
+          u[0],
+          u[1],
+        );
+      }
+    }
+    L.dirtyHours.clear();
+    for (const h of L.usage.keys()) {
+      if (h <= oldest) {
+        L.usage.delete(h);
+        this.write(`DELETE FROM usage WHERE hour = ?`, h);
+      }
+    }
+  }
+}

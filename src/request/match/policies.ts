@@ -1,0 +1,156 @@
+import { TrieRouter } from "hono/router/trie-router";
+import type { Policy, SluiceConfig } from "../../config/config.ts";
+import type { CheckItem } from "../../objects/limiter/object.ts";
+import { addressOf, type Identity, identityString, sha256Hex } from "../identify/identity.ts";
+
+/** Finds the policies that count a request: method in `methods` and path matching a pattern. */
+export class PolicyMatcher {
+  private readonly router = new TrieRouter<number>();
+  private readonly everyPath: number[] = [];
+  private readonly policies: readonly Policy[];
+
+  constructor(policies: readonly Policy[]) {
+    this.policies = policies;
+    policies.forEach((p, i) => {
+      if (!p.paths) this.everyPath.push(i);
+      else for (const path of p.paths) this.router.add("ALL", path, i);
+    });
+  }
+
+  /** The matching policies, in configured order. `path` is matched as normalizePath() gives it. */
+  match(method: string, path: string): Policy[] {
+    const hit = new Set(this.everyPath);
+    if (this.everyPath.length < this.policies.length) {
+      for (const [i] of this.router.match(method, path)[0]) hit.add(i);
+    }
+    const out: Policy[] = [];
+    this.policies.forEach((p, i) => {
+      if (hit.has(i) && (!p.methods || p.methods.has(method))) out.push(p);
+    });
+    return out;
+  }
+}
+
+/**
+ * The path policies are matched against: percent-escapes of ordinary characters decoded and runs
+ * of slashes collapsed, as most origins read a path, so `/v1/%69nvoices` or `//v1//invoices`
+ * cannot slip past a `/v1/invoices/*` policy. %2F stays encoded (decodeURI keeps reserved
+ * characters), so a segment never splits in two.
+ */
+export function normalizePath(pathname: string): string {
+  let p = pathname;
+  try {
+    p = decodeURI(pathname);
+  } catch {
+    // A malformed escape is matched as written.
+  }
+  return p.replace(/\/{2,}/g, "/");
+}
+
+const matchers = new WeakMap<SluiceConfig, PolicyMatcher>();
+
+export function matcherFor(config: SluiceConfig): PolicyMatcher {
+  let m = matchers.get(config);
+  if (!m) {
+    m = new PolicyMatcher(config.policies);
+    matchers.set(config, m);
+  }
+  return m;
+}
+
+/** The Durable Object that owns a set of policies and what to ask it. */
+export interface BucketPlan {
+  /** The object's name: "key:<keyId>" for the per-key object, "scope:<parts>" otherwise. */
+  name: string;
+  /** True for the per-key object, which also keeps the key's usage figures. */
+  perKey: boolean;
+  items: CheckItem[];
+}
+
+/** What the Durable Object is asked for one policy. */
+export function itemOf(p: Policy): CheckItem {
+  if (p.kind === "concurrency") {
+    return withPlans(
+      {
+        policy: p.name,
+        kind: "concurrency",
+        algorithm: "sliding-window",
+        limit: p.concurrency,
+        windowMs: 0,
+        cost: 1,
+        mode: p.mode,
+      },
+      p,
+    );
+  }
+  const item: CheckItem = {
+    policy: p.name,
+    kind: "rate",
+    algorithm: p.algorithm,
+    limit: p.limit,
+    windowMs: p.windowMs,
+    cost: p.cost,
+    mode: p.mode,
+  };
+  if (p.period !== undefined) item.period = p.period;
+  return withPlans(item, p);
+}
+
+/** The plan table of a key-scoped policy travels with its item (the object has no configuration). */
+function withPlans(item: CheckItem, p: Policy): CheckItem {
+  if (p.plans !== undefined) item.plans = p.plans;
+  if (p.defaultPlan !== undefined) item.defaultPlan = p.defaultPlan;
+  return item;
+}
+
+export function perKeyName(keyId: string): string {
+  return `key:${keyId}`;
+}
+
+/**
+ * Groups the matched policies by the bucket their scope names. Every value that names a bucket
+ * is hashed first (SHA-256, 16 hex digits); a header scope whose header is absent names the
+ * shared bucket "<header>=-", so leaving the header out never escapes the limit. An `ip` scope
+ * counts an IPv6 address as its network of `ipv6Prefix` bits, as `ip` identity does.
+ * @throws SluiceError 400 invalid_client_address when an `ip` scope meets a CF-Connecting-IP that
+ * is not an address.
+ */
+export async function planBuckets(
+  policies: readonly Policy[],
+  identity: Identity,
+  req: Request,
+  ipv6Prefix = 64,
+): Promise<BucketPlan[]> {
+  const buckets = new Map<string, BucketPlan>();
+  const parts = new Map<string, string>();
+  const part = async (scope: string): Promise<string> => {
+    let v = parts.get(scope);
+    if (v !== undefined) return v;
+    if (scope === "key") v = `key=${identity.keyId}`;
+    else if (scope === "global") v = "global";
+    else if (scope === "ip") {
+      // A caller identified by address has that address's hash already (the same string hashed).
+      if (identity.source === "ip") v = `ip=${identity.keyId}`;
+      else {
+        const ip = req.headers.get("cf-connecting-ip")?.trim();
+        v = `ip=${ip ? (await sha256Hex(identityString("ip", addressOf(ip, ipv6Prefix)))).slice(0, 16) : "-"}`;
+      }
+    } else {
+      const value = req.headers.get(scope.slice(7))?.trim();
+      v = `${scope.toLowerCase()}=${value ? (await sha256Hex(`${scope.toLowerCase()}:${value}`)).slice(0, 16) : "-"}`;
+    }
+    parts.set(scope, v);
+    return v;
+  };
+  for (const p of policies) {
+    const perKey = p.scope.length === 1 && p.scope[0] === "key";
+    const name = perKey ? perKeyName(identity.keyId) : `scope:${(await Promise.all(p.scope.map(part))).join("|")}`;
+    let b = buckets.get(name);
+    if (!b) {
+      b = { name, perKey, items: [] };
+      buckets.set(name, b);
+    }
+    b.items.push(itemOf(p));
+  }
+  return [...buckets.values()];
+}
