@@ -55,9 +55,9 @@ export class BenchLimiter extends SluiceLimiter {
     return result;
   }
 
-  override check(...args: Parameters<SluiceLimiter["check"]>) {
+  override decide(...args: Parameters<SluiceLimiter["decide"]>) {
     return this.far(async () => {
-      const r = await super.check(...args);
+      const r = await super.decide(...args);
       if (traceKey && r.allowed && args[1]?.decide !== false) admitted.push(r.now);
       return r;
     });
@@ -65,17 +65,17 @@ export class BenchLimiter extends SluiceLimiter {
   override undo(...args: Parameters<SluiceLimiter["undo"]>) {
     return this.far(() => super.undo(...args));
   }
-  override report(...args: Parameters<SluiceLimiter["report"]>) {
-    return this.far(() => super.report(...args));
+  override reportUses(...args: Parameters<SluiceLimiter["reportUses"]>) {
+    return this.far(() => super.reportUses(...args));
   }
-  override countRejected(...args: Parameters<SluiceLimiter["countRejected"]>) {
-    return this.far(() => super.countRejected(...args));
+  override countRejections(...args: Parameters<SluiceLimiter["countRejections"]>) {
+    return this.far(() => super.countRejections(...args));
   }
   override release(...args: Parameters<SluiceLimiter["release"]>) {
     return this.far(() => super.release(...args));
   }
-  override renew(...args: Parameters<SluiceLimiter["renew"]>) {
-    return this.far(() => super.renew(...args));
+  override extendLease(...args: Parameters<SluiceLimiter["extendLease"]>) {
+    return this.far(() => super.extendLease(...args));
   }
 }
 

@@ -3,20 +3,27 @@ import * as z from "zod/mini";
 import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "../config/config.ts";
 import { effectiveParams, effectivePlan } from "../config/plans.ts";
 import {
-  type HourlySeries,
-  SHARDS,
   type SluiceDirectory,
   TOP_WINDOWS,
   type TopBy,
   type TopEntry,
   type TopWindow,
 } from "../objects/directory/object.ts";
-import type { Override, SluiceLimiter } from "../objects/limiter/object.ts";
+import type { SluiceLimiter } from "../objects/limiter/object.ts";
+import {
+  DIRECTORY_SHARDS,
+  type HourlySeries,
+  isKeyOnly,
+  KEY_ID_RE,
+  type Override,
+  perKeyName,
+  shardName,
+} from "../protocol.ts";
 import { reportNow } from "../request/admit/admit.ts";
 import { allowances } from "../request/admit/allowances.ts";
 import { blockedCache } from "../request/admit/blocked-cache.ts";
 import { keyIdOf, resolveIdentity } from "../request/identify/identity.ts";
-import { itemOf, perKeyName } from "../request/match/policies.ts";
+import { itemOf } from "../request/match/policies.ts";
 import { ceilSeconds } from "../request/respond/headers.ts";
 import { clock } from "../util/clock.ts";
 import { renderError, SluiceError } from "../util/errors.ts";
@@ -66,8 +73,6 @@ async function tokenMatches(header: string | undefined, secret: string): Promise
   return crypto.subtle.timingSafeEqual(a, b) && given.length > 0;
 }
 
-const KEY_ID_RE = /^[0-9a-f]{16}$/;
-
 function badRequest(issues: string[]): SluiceError {
   return new SluiceError(400, "invalid_request", issues.join("; "), { issues });
 }
@@ -81,7 +86,7 @@ async function keyIdFrom(key: unknown, keyId: unknown): Promise<string> {
 }
 
 function keyPolicies(config: SluiceConfig): (RatePolicy | ConcurrencyPolicy)[] {
-  return config.policies.filter((p) => p.scope.length === 1 && p.scope[0] === "key");
+  return config.policies.filter((p) => isKeyOnly(p.scope));
 }
 
 const positiveInt = z.int().check(z.positive(), z.maximum(1_000_000_000));
@@ -165,7 +170,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     // Rejections this isolate answered from its cache, and requests it admitted from allowances,
     // that it has not reported yet count too.
     const unreported = blockedCache.takeUnreported(perKeyName(keyId));
-    if (unreported > 0) await stub.countRejected(unreported);
+    if (unreported > 0) await stub.countRejections(unreported);
     await reportNow(stub, perKeyName(keyId), true);
     const [outcomes, usage, overrides, assigned, hourly] = await Promise.all([
       stub.peek(policies.map(itemOf)),
@@ -205,7 +210,9 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
       });
     }
     const shards = await Promise.all(
-      Array.from({ length: SHARDS }, (_, i) => ns.get(ns.idFromName(`directory:${i}`)).top(q.by, q.window, q.limit)),
+      Array.from({ length: DIRECTORY_SHARDS }, (_, i) =>
+        ns.get(ns.idFromName(shardName(i))).top(q.by, q.window, q.limit),
+      ),
     ).catch((e: unknown) => {
       throw new SluiceError(503, "store_unavailable", "the top-keys index did not answer", { detail: String(e) });
     });
@@ -317,7 +324,7 @@ async function selfView(req: Request, env: AdminEnv["Bindings"], config: SluiceC
   let assigned: string | null;
   try {
     const unreported = blockedCache.takeUnreported(name);
-    if (unreported > 0) await stub.countRejected(unreported);
+    if (unreported > 0) await stub.countRejections(unreported);
     await reportNow(stub, name, true);
     [outcomes, usage, assigned] = await Promise.all([
       stub.peek(keyPolicies(config).map(itemOf)),

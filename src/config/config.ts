@@ -1,6 +1,7 @@
 import * as z from "zod/mini";
 import en from "zod/v4/locales/en.js";
 import type { Period } from "../algorithms/calendar.ts";
+import { isKeyOnly } from "../protocol.ts";
 import { SluiceError } from "../util/errors.ts";
 import type { PlanEntry } from "./plans.ts";
 
@@ -202,7 +203,7 @@ function planIssues(c: ParsedConfig): string[] {
         out.push(`${at}: no policy "${name}" in policies`);
         continue;
       }
-      if (!(p.scope.length === 1 && p.scope[0] === "key")) {
+      if (!isKeyOnly(p.scope)) {
         out.push(`${at}: a plan applies only to policies with scope ["key"] (this one is shared by many keys)`);
       }
       if (p.concurrency !== undefined) {
@@ -374,7 +375,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
         cost: p.cost,
         mode: p.mode,
       };
-      if (c.plans !== undefined && p.scope.length === 1 && p.scope[0] === "key") {
+      if (c.plans !== undefined && isKeyOnly(p.scope)) {
         base.plans = plansOf(p.name);
         if (c.defaultPlan !== undefined) base.defaultPlan = c.defaultPlan;
       }

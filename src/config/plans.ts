@@ -17,7 +17,7 @@ export interface PlanEntry {
   windowMs?: number;
 }
 
-/** One policy as the worker sends it to the per-key object (a CheckItem has these fields). */
+/** One policy as the worker sends it to the per-key object (a PolicyItem has these fields). */
 export interface PlannedItem {
   limit: number;
   windowMs: number;

@@ -1,10 +1,11 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { loadConfig, parseConfig, type SluiceConfig, type SluiceConfigInput } from "../config/config.ts";
-import type { Outcome, SluiceLimiter } from "../objects/limiter/object.ts";
+import type { SluiceLimiter } from "../objects/limiter/object.ts";
+import type { Outcome } from "../protocol.ts";
 import { type Admission, admit } from "../request/admit/admit.ts";
 import { giveBacks } from "../request/admit/count-status.ts";
 import { type Identity, resolveIdentity } from "../request/identify/identity.ts";
-import { matcherFor, normalizePath, planBuckets } from "../request/match/policies.ts";
+import { bucketsFor, matcherFor, normalizePath } from "../request/match/policies.ts";
 import { mostRestrictive, retryAfterSeconds, tooManyRequests, writeRateHeaders } from "../request/respond/headers.ts";
 import { logRejection } from "../request/respond/rejection-log.ts";
 import { SluiceError } from "../util/errors.ts";
@@ -150,7 +151,7 @@ export function sluice({
     c.set("sluice", { config, identity, outcomes: [] });
     if (policies.length === 0) return next();
 
-    const plans = await planBuckets(policies, identity, req, config.ipv6Prefix);
+    const plans = await bucketsFor(policies, identity, req, config.ipv6Prefix);
     const hasLease = plans.some((p) => p.items.some((i) => i.kind === "concurrency"));
     const leaseId = hasLease ? crypto.randomUUID() : "";
     const leaseMs = config.originTimeoutMs + LEASE_GRACE_MS;
@@ -231,7 +232,7 @@ async function respond(c: Context, d: Admission, leaseId: string, leaseMs: numbe
       // A body that streams for longer than a lease renews it, so the slot is not lost midway.
       const relay = new TransformStream();
       const renew = setInterval(() => {
-        for (const a of holders) waitUntil(c, a.stub.renew(leaseId, leaseMs));
+        for (const a of holders) waitUntil(c, a.stub.extendLease(leaseId, leaseMs));
       }, leaseMs / 2);
       waitUntil(
         c,

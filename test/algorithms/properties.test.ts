@@ -14,7 +14,8 @@ import { type Period, periodLength } from "../../src/algorithms/calendar.ts";
 import { check, consume, initState, type RateParams, type RateState, refund } from "../../src/algorithms/index.ts";
 import { subBucketMs } from "../../src/algorithms/sliding-window.ts";
 import type { Algorithm } from "../../src/config/config.ts";
-import type { CheckItem, SluiceLimiter } from "../../src/objects/limiter/object.ts";
+import type { SluiceLimiter } from "../../src/objects/limiter/object.ts";
+import type { PolicyItem } from "../../src/protocol.ts";
 import {
   CalendarCounter,
   ExactLog,
@@ -340,11 +341,11 @@ describe("the Durable Object against the reference models", () => {
               if (s.override.limit === undefined && s.override.windowMs === undefined) await stub.deleteOverride("a");
               else await stub.setOverride("a", { limit: pA.limit, windowMs: pA.windowMs });
             }
-            const items: CheckItem[] = [
+            const items: PolicyItem[] = [
               { policy: "a", kind: "rate", algorithm: algA, ...baseA, cost: s.cost, mode: "enforce" },
               { policy: "b", kind: "rate", algorithm: algB, ...baseB, cost: 1, mode: "enforce" },
             ];
-            const r = await stub.check(items);
+            const r = await stub.decide(items);
             const wantA = refA.decide(t, pA, s.cost);
             const wantB = refB.decide(t, baseB, 1);
             expect(r.outcomes.map((o) => verdictOf(o))).toEqual([wantA, wantB]);

@@ -2,7 +2,8 @@ import { createExecutionContext, runInDurableObject, waitOnExecutionContext } fr
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import worker from "../../src/index.ts";
-import type { CheckItem, SluiceLimiter } from "../../src/objects/limiter/object.ts";
+import type { SluiceLimiter } from "../../src/objects/limiter/object.ts";
+import type { PolicyItem } from "../../src/protocol.ts";
 import { advance, ORIGIN, PUBLIC, setClock, unique } from "../support/worker.ts";
 
 const T0 = 1_800_000_000_000;
@@ -129,7 +130,7 @@ describe("concurrency policies", () => {
   it("a release that never comes expires with its lease", async () => {
     setClock(T0);
     const stub = env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(unique("obj")));
-    const item: CheckItem[] = [
+    const item: PolicyItem[] = [
       {
         policy: "solo",
         kind: "concurrency",
@@ -140,12 +141,12 @@ describe("concurrency policies", () => {
         mode: "enforce",
       },
     ];
-    expect((await stub.check(item, { leaseId: "lost-lease", leaseMs: 90_000 })).allowed).toBe(true);
-    expect((await stub.check(item, { leaseId: "other", leaseMs: 90_000 })).allowed).toBe(false);
+    expect((await stub.decide(item, { leaseId: "lost-lease", leaseMs: 90_000 })).allowed).toBe(true);
+    expect((await stub.decide(item, { leaseId: "other", leaseMs: 90_000 })).allowed).toBe(false);
     advance(89_999);
-    expect((await stub.check(item, { leaseId: "other", leaseMs: 90_000 })).allowed).toBe(false);
+    expect((await stub.decide(item, { leaseId: "other", leaseMs: 90_000 })).allowed).toBe(false);
     advance(1);
-    expect((await stub.check(item, { leaseId: "other", leaseMs: 90_000 })).allowed).toBe(true);
+    expect((await stub.decide(item, { leaseId: "other", leaseMs: 90_000 })).allowed).toBe(true);
   });
 
   it("concurrency and rate policies are all-or-nothing together", async () => {

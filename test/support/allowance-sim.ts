@@ -8,15 +8,8 @@
 
 import type { RateParams } from "../../src/algorithms/index.ts";
 import type { Algorithm } from "../../src/config/config.ts";
-import {
-  type CheckItem,
-  type Grant,
-  Ledger,
-  MAX_ALLOWANCE_MS,
-  type Outcome,
-  type Override,
-  type UseReport,
-} from "../../src/objects/limiter/ledger/ledger.ts";
+import { Ledger, MAX_ALLOWANCE_MS } from "../../src/objects/limiter/ledger/ledger.ts";
+import type { Grant, Outcome, Override, PolicyItem, UseReport } from "../../src/protocol.ts";
 import { AllowanceTable, type LocalAdmission } from "../../src/request/admit/allowances.ts";
 import { ExactLog, FixedCounter, Gcra, TokenLevel } from "./reference-model.ts";
 
@@ -133,16 +126,16 @@ export class SimObject {
   /** Sets the flush alarm (true time); without it, only mustWrite and the test's flushes write. */
   alarm: ((at: number, fn: (now: number) => void) => void) | undefined;
 
-  check(items: CheckItem[], now: number, opts: CallOptions): CallResult {
+  check(items: PolicyItem[], now: number, opts: CallOptions): CallResult {
     const L = this.ledger;
     if (opts.reports) L.report(opts.reports);
     let allowed = true;
     let outcomes: Outcome[] = [];
     if (opts.decide !== false) {
-      const d = L.decide(items, now);
+      const d = L.evaluate(items, now);
       allowed = d.allowed;
       outcomes = d.outcomes;
-      if (allowed) L.admit(items, d, now, "", 60_000);
+      if (allowed) L.book(items, d, now, "", 60_000);
     }
     const holder = opts.holder ?? "";
     const holds = holder !== "" && items.some((i) => L.heldBy(i.policy, holder) > 0);
@@ -244,7 +237,7 @@ export interface Hooks {
   granted?(t: number, grant: Grant): void;
 }
 
-function keyOf(items: readonly CheckItem[]): string {
+function keyOf(items: readonly PolicyItem[]): string {
   return `${OBJECT}|${items.map((i) => `${i.policy}:${i.algorithm}:${i.limit}:${i.windowMs}:${i.cost}`).join("|")}`;
 }
 
@@ -265,7 +258,7 @@ export class Cluster {
     this.obj.alarm = (at, fn) => this.ev.at(at, () => fn(this.ev.t));
   }
 
-  items(cost: number): CheckItem[] {
+  items(cost: number): PolicyItem[] {
     return this.policies.map((p, i) => ({ policy: `p${i}`, kind: "rate", ...p, cost, mode: "enforce" }));
   }
 
@@ -306,7 +299,7 @@ export class Cluster {
     for (const w of ready) w.fn();
   }
 
-  private check(items: CheckItem[], now: number, opts: CallOptions): CallResult {
+  private check(items: PolicyItem[], now: number, opts: CallOptions): CallResult {
     this.hooks.called?.(now);
     const r = this.obj.check(items, now, opts);
     if (r.grant) this.hooks.granted?.(now, r.grant);
@@ -334,7 +327,7 @@ export class Cluster {
   private admitLocal(
     iso: SimIsolate,
     key: string,
-    items: CheckItem[],
+    items: PolicyItem[],
     local: LocalAdmission,
     now0: number,
     done?: () => void,
@@ -348,7 +341,7 @@ export class Cluster {
   private ask(
     iso: SimIsolate,
     key: string,
-    items: CheckItem[],
+    items: PolicyItem[],
     eligible: boolean,
     now: number,
     now0: number,
@@ -387,7 +380,7 @@ export class Cluster {
     );
   }
 
-  private renew(iso: SimIsolate, key: string, items: CheckItem[], now: number): void {
+  private renew(iso: SimIsolate, key: string, items: PolicyItem[], now: number): void {
     const table = iso.table;
     table.renewing(key, true);
     const mark = table.asking(key, now);
@@ -672,7 +665,7 @@ export function runSolo(policy: PolicySpec, steps: { gap: number; cost: number; 
         segment = { sluice: -1, model: -1 };
         out.afterRestart.push(segment);
       }
-      const items: CheckItem[] = [{ policy: "p", kind: "rate", ...policy, cost: s.cost, mode: "enforce" }];
+      const items: PolicyItem[] = [{ policy: "p", kind: "rate", ...policy, cost: s.cost, mode: "enforce" }];
       const r = obj.check(items, ev.t, {});
       if (forks && segment) {
         const allowed = forks.every((m) => m.decide(ev.t, p, s.cost).allowed);

@@ -10,9 +10,9 @@ export { default, SluiceDirectory, SluiceLimiter } from "../../src/index.ts";
 
 /** Answers every call, but only after 500 ms: past any small storeTimeoutMs. */
 export class SlowLimiter extends SluiceLimiter {
-  override async check(...args: Parameters<SluiceLimiter["check"]>) {
+  override async decide(...args: Parameters<SluiceLimiter["decide"]>) {
     await new Promise((r) => setTimeout(r, 500));
-    return super.check(...args);
+    return super.decide(...args);
   }
 }
 
@@ -25,7 +25,7 @@ export class CrashingLimiter extends DurableObject {
     });
   }
 
-  async check(): Promise<never> {
+  async decide(): Promise<never> {
     throw new Error("unreachable: the object never starts");
   }
 }

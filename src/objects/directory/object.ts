@@ -1,39 +1,27 @@
 import { DurableObject } from "cloudflare:workers";
+import { HOUR_MS, type HourlySeries, KEY_ID_RE, keyIdOfName, shardOf, USAGE_KEEP_HOURS } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
 import { logEvent } from "../../util/log.ts";
 
 /**
- * The index behind `GET {adminPath}/keys/top`: SHARDS directory objects, each holding one row per
+ * The index behind `GET {adminPath}/keys/top`: DIRECTORY_SHARDS directory objects, each holding one row per
  * key that hashes to it (by keyId), with the key's hourly figures of the last 30 days. A per-key
  * object reports to its shard at most once per REPORT_MS, and only when its figures changed (see
  * reportUsage); a top query asks every shard for its own top and merges. Costs: docs/design.md,
  * "Top keys".
  */
-export const SHARDS = 32;
 /** A key's figures reach its shard at most this long (ms) after they change. */
 export const REPORT_MS = 60_000;
-const HOUR_MS = 3_600_000;
-const KEEP_HOURS = 30 * 24;
 
 export type TopBy = "passed" | "rejected";
 export type TopWindow = "24h" | "7d" | "30d";
-export const TOP_WINDOWS: Record<TopWindow, number> = { "24h": 24, "7d": 24 * 7, "30d": KEEP_HOURS };
+export const TOP_WINDOWS: Record<TopWindow, number> = { "24h": 24, "7d": 24 * 7, "30d": USAGE_KEEP_HOURS };
 
 /** One key's figures in a top list. */
 export interface TopEntry {
   keyId: string;
   passed: number;
   rejected: number;
-}
-
-/** Hours of traffic, ascending: [hour index (ms / 3,600,000), passed, rejected]. */
-export type HourlySeries = [number, number, number][];
-
-const KEY_ID_RE = /^[0-9a-f]{16}$/;
-
-/** The name of the directory shard a keyId reports to. */
-export function shardOf(keyId: string): string {
-  return `directory:${Number.parseInt(keyId.slice(0, 8), 16) % SHARDS}`;
 }
 
 /** Column names by window, fixed here so no caller's text ever reaches SQL. */
@@ -47,7 +35,7 @@ const COLUMNS: Record<TopWindow, { passed: string; rejected: string }> = {
 function totals(series: HourlySeries, hour: number): number[] {
   let [p24, r24, p7, r7, p30, r30] = [0, 0, 0, 0, 0, 0];
   for (const [h, p, r] of series) {
-    if (h <= hour - KEEP_HOURS) continue;
+    if (h <= hour - USAGE_KEEP_HOURS) continue;
     p30 += p;
     r30 += r;
     if (h <= hour - 24 * 7) continue;
@@ -86,7 +74,7 @@ export class SluiceDirectory extends DurableObject {
 
   /** Writes one key's row (or drops it when nothing is left in 30 days): one row write. */
   private store(keyId: string, series: HourlySeries, hour: number): void {
-    const kept = series.filter(([h, p, r]) => h > hour - KEEP_HOURS && p + r > 0);
+    const kept = series.filter(([h, p, r]) => h > hour - USAGE_KEEP_HOURS && p + r > 0);
     const sql = this.ctx.storage.sql;
     if (kept.length === 0) {
       sql.exec(`DELETE FROM keys WHERE key_id = ?`, keyId);
@@ -104,14 +92,14 @@ export class SluiceDirectory extends DurableObject {
   }
 
   /** A per-key object's figures (the whole series, so a lost report is mended by the next one). */
-  async report(keyId: string, series: HourlySeries): Promise<void> {
+  async update(keyId: string, series: HourlySeries): Promise<void> {
     if (!KEY_ID_RE.test(keyId) || !Array.isArray(series)) return;
     const hour = this.hour();
     this.store(keyId, series, hour);
     if (hour !== this.purgedHour) {
       // Once an hour: rows not reported for 30 days hold nothing any window counts.
       this.purgedHour = hour;
-      this.ctx.storage.sql.exec(`DELETE FROM keys WHERE hour <= ?`, hour - KEEP_HOURS);
+      this.ctx.storage.sql.exec(`DELETE FROM keys WHERE hour <= ?`, hour - USAGE_KEEP_HOURS);
     }
   }
 
@@ -165,12 +153,15 @@ function reportInterval(env: Record<string, unknown>): number {
  *
  * @param usage the object's live hourly figures: hour index -> [passed, rejected]
  */
-export function reportUsage(ctx: DurableObjectState, env: unknown, usage: ReadonlyMap<number, [number, number]>): void {
+export function publishUsage(
+  ctx: DurableObjectState,
+  env: unknown,
+  usage: ReadonlyMap<number, [number, number]>,
+): void {
   const e = env as Record<string, unknown>;
   const ns = e.SLUICE_DIRECTORY as DurableObjectNamespace<SluiceDirectory> | undefined;
-  const name = ctx.id.name;
-  if (!ns || !name?.startsWith("key:")) return;
-  const keyId = name.slice(4);
+  const keyId = keyIdOfName(ctx.id.name);
+  if (!ns || keyId === undefined) return;
   let s = reporters.get(ctx);
   if (!s) {
     s = { lastAt: undefined, timer: undefined };
@@ -185,7 +176,7 @@ export function reportUsage(ctx: DurableObjectState, env: unknown, usage: Readon
     series.sort((a, b) => a[0] - b[0]);
     const done = ns
       .get(ns.idFromName(shardOf(keyId)))
-      .report(keyId, series)
+      .update(keyId, series)
       .catch((err: unknown) => logEvent("sluice.directory_error", { keyId, error: String(err) }));
     ctx.waitUntil(done);
   };

@@ -1,29 +1,22 @@
 import { DurableObject } from "cloudflare:workers";
-import { clock } from "../../util/clock.ts";
-import { type HourlySeries, reportUsage } from "../directory/object.ts";
 import {
-  type CheckItem,
+  type DecideOptions,
+  type DecideResult,
   type Grant,
   HOUR_MS,
-  Ledger,
+  type HourlySeries,
+  type LimiterRpc,
   type Outcome,
   type Override,
+  type PolicyItem,
   type Receipt,
   USAGE_KEEP_HOURS,
   type UsageWindow,
   type UseReport,
-} from "./ledger/ledger.ts";
-
-export type {
-  CheckItem,
-  Grant,
-  GrantItem,
-  Outcome,
-  Override,
-  Receipt,
-  UsageWindow,
-  UseReport,
-} from "./ledger/ledger.ts";
+} from "../../protocol.ts";
+import { clock } from "../../util/clock.ts";
+import { publishUsage } from "../directory/object.ts";
+import { Ledger } from "./ledger/ledger.ts";
 
 /**
  * What changed but is not needed to keep a promise (a give-back, a re-dated use, a released slot,
@@ -32,54 +25,6 @@ export type {
  * was admitted is on disk before its answer (a storage block, an allowance, a slot).
  */
 export const FLUSH_MS = 1_000;
-
-/** How the worker asks: one request to decide, and/or allowance business. */
-export interface CheckOptions {
-  /** Names the concurrency slots taken, for release(). */
-  leaseId?: string;
-  /** How long a slot is held if release() never comes. */
-  leaseMs?: number;
-  /** Count this request (and the figures below) in the per-key usage figures. */
-  recordUsage?: boolean;
-  /** Rejections the worker answered from its cache since it last called. */
-  rejectedElsewhere?: number;
-  /** Requests the worker admitted from allowances since it last called. */
-  passedElsewhere?: number;
-  /**
-   * For a request that other objects decide too: how long an undo of this booking may take to
-   * come. Until then this object's rejections are not cacheable (an undo frees room early).
-   */
-  refundableMs?: number;
-  /** False: decide no request, only take reports and grant (an allowance renewal). Default true. */
-  decide?: boolean;
-  /** The asking isolate, for allowances. */
-  holder?: string;
-  /** Its reports of allowances of this object. */
-  reports?: UseReport[];
-  /** Ask for an allowance for further requests of these items: the isolate's recent rate, requests/s. */
-  allowanceRate?: number;
-}
-
-export interface CheckResult {
-  /** True iff every enforced policy allowed the request; then the allowed ones were consumed. */
-  allowed: boolean;
-  outcomes: Outcome[];
-  receipt: Receipt | null;
-  /** The object's clock when it decided, ms since the epoch. */
-  now: number;
-  /**
-   * A rejection the worker may serve again from its blocked-until cache: false while room may
-   * come back before Retry-After (an undo of another object's request, an allowance's give-back).
-   */
-  cacheable: boolean;
-  /** An allowance for the next requests of the same items, when asked for and granted. */
-  grant: Grant | null;
-  /**
-   * Rejected while the asking isolate itself holds allowance units of a rejecting policy (granted
-   * to asks still on their way back, or in use): it may retry once those have settled.
-   */
-  heldByYou: boolean;
-}
 
 /** Storage rows written by every object of this isolate (for the bench and tests). */
 export const storageStats = { rowsWritten: 0 };
@@ -91,7 +36,7 @@ export const storageStats = { rowsWritten: 0 };
  * the clock, and writes what it says must be on disk before the answer goes out (output gates
  * hold the answer until the write is durable).
  */
-export class SluiceLimiter extends DurableObject {
+export class SluiceLimiter extends DurableObject implements LimiterRpc {
   protected readonly ledger = new Ledger();
   private flushScheduled = false;
   /** When counters were last written (wall clock, ms). */
@@ -150,7 +95,7 @@ export class SluiceLimiter extends DurableObject {
    * allowance reports and grants it a new allowance. The request passes only if every enforced
    * policy allows it; only then is anything consumed. A rejected request consumes nothing.
    */
-  async check(items: CheckItem[], opts: CheckOptions = {}): Promise<CheckResult> {
+  async decide(items: PolicyItem[], opts: DecideOptions = {}): Promise<DecideResult> {
     const L = this.ledger;
     const now = this.now();
     if (opts.reports) L.report(opts.reports);
@@ -159,10 +104,10 @@ export class SluiceLimiter extends DurableObject {
     let outcomes: Outcome[] = [];
     let receipt: Receipt | null = null;
     if (opts.decide !== false) {
-      const d = L.decide(items, now);
+      const d = L.evaluate(items, now);
       allowed = d.allowed;
       outcomes = d.outcomes;
-      if (allowed) receipt = L.admit(items, d, now, opts.leaseId ?? "", opts.leaseMs ?? 60_000);
+      if (allowed) receipt = L.book(items, d, now, opts.leaseId ?? "", opts.leaseMs ?? 60_000);
       if (opts.recordUsage) L.count(now, allowed ? 1 : 0, allowed ? 0 : 1);
       if (allowed && (opts.refundableMs ?? 0) > 0) {
         L.refundableUntil = Math.max(L.refundableUntil, now + (opts.refundableMs as number));
@@ -189,14 +134,14 @@ export class SluiceLimiter extends DurableObject {
   }
 
   /** Undoes a check() whose request another object rejected (and recounts it as rejected). */
-  async undo(items: CheckItem[], receipt: Receipt, recordUsage = false): Promise<void> {
+  async undo(items: PolicyItem[], receipt: Receipt, recordUsage = false): Promise<void> {
     if (recordUsage) this.ledger.recountRejected(this.now());
     this.ledger.undo(items, receipt);
     this.persist();
   }
 
   /** Takes allowance reports without deciding anything (an isolate giving back what it holds). */
-  async report(reports: UseReport[], passed = 0): Promise<void> {
+  async reportUses(reports: UseReport[], passed = 0): Promise<void> {
     this.ledger.report(reports);
     this.ledger.count(this.now(), passed, 0);
     this.persist();
@@ -209,13 +154,13 @@ export class SluiceLimiter extends DurableObject {
   }
 
   /** Extends every slot held under `leaseId` to `leaseMs` from now (a long-streaming response). */
-  async renew(leaseId: string, leaseMs: number): Promise<void> {
-    this.ledger.renew(leaseId, this.now(), leaseMs);
+  async extendLease(leaseId: string, leaseMs: number): Promise<void> {
+    this.ledger.extendLease(leaseId, this.now(), leaseMs);
     this.persist();
   }
 
   /** The current standing of each policy, consuming nothing. */
-  async peek(items: CheckItem[]): Promise<Outcome[]> {
+  async peek(items: PolicyItem[]): Promise<Outcome[]> {
     return this.ledger.peek(items, this.now());
   }
 
@@ -276,7 +221,7 @@ export class SluiceLimiter extends DurableObject {
   }
 
   /** Adds rejections the worker answered from its cache to the usage figures. */
-  async countRejected(n: number): Promise<void> {
+  async countRejections(n: number): Promise<void> {
     this.ledger.count(this.now(), 0, n);
     this.persist();
   }
@@ -294,7 +239,7 @@ export class SluiceLimiter extends DurableObject {
   private persist(): void {
     const L = this.ledger;
     // The top-keys index hears of changed figures at most once a minute (src/objects/directory/object.ts).
-    if (L.dirtyHours.size > 0) reportUsage(this.ctx, this.env, L.usage);
+    if (L.dirtyHours.size > 0) publishUsage(this.ctx, this.env, L.usage);
     if (L.mustWrite) {
       this.flush();
       return;

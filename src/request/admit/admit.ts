@@ -1,8 +1,9 @@
 import type { SluiceConfig } from "../../config/config.ts";
 import { Ledger } from "../../objects/limiter/ledger/ledger.ts";
-import type { CheckResult, Outcome, SluiceLimiter } from "../../objects/limiter/object.ts";
+import type { SluiceLimiter } from "../../objects/limiter/object.ts";
+import type { DecideResult, Outcome } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
-import type { BucketPlan } from "../match/policies.ts";
+import type { Bucket } from "../match/policies.ts";
 import { allowances, type LocalAdmission } from "./allowances.ts";
 import { BlockedCache, blockedCache } from "./blocked-cache.ts";
 import { giveBackWithinMs } from "./count-status.ts";
@@ -21,14 +22,14 @@ type Stub = DurableObjectStub<SluiceLimiter>;
 
 /** One object a request involves, and what it answered. */
 export interface Asked {
-  plan: BucketPlan;
+  plan: Bucket;
   readonly stub: Stub;
   /** The object and exactly what is asked of it: keys the blocked cache and the allowance. */
   cacheKey: string;
   /** Its requests may be admitted from an allowance (see usesAllowance). */
   allowance: boolean;
   local?: LocalAdmission;
-  result?: CheckResult;
+  result?: DecideResult;
   error?: unknown;
 }
 
@@ -45,7 +46,7 @@ export interface Admission {
 }
 
 export interface AdmitInput {
-  plans: BucketPlan[];
+  plans: Bucket[];
   ns: DurableObjectNamespace<SluiceLimiter>;
   config: SluiceConfig;
   leaseId: string;
@@ -72,7 +73,7 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  * policies of the sliding or fixed window only, and no countStatus (its give-back needs the
  * object's own booking of the request).
  */
-function usesAllowance(config: SluiceConfig, plan: BucketPlan): boolean {
+function usesAllowance(config: SluiceConfig, plan: Bucket): boolean {
   return (
     config.allowance === "auto" && Ledger.allowanceEligible(plan.items) && giveBackWithinMs(config, plan.items) === 0
   );
@@ -113,7 +114,7 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
     if (!cached) continue;
     // The key's usage figures count this rejection whichever object's cache answered it.
     const unreported = own ? blockedCache.noteRejected(own.plan.name, now0) : 0;
-    if (own && unreported > 0) background(own.stub.countRejected(unreported));
+    if (own && unreported > 0) background(own.stub.countRejections(unreported));
     return { allowed: false, outcomes: cached, now: now0, asked, failed: [], cached: true };
   }
 
@@ -157,7 +158,7 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
     else {
       // Counted in the key's usage figures like a rejection its cache answered.
       const unreported = blockedCache.noteRejected(later.plan.name, now0);
-      if (unreported > 0) background(later.stub.countRejected(unreported));
+      if (unreported > 0) background(later.stub.countRejections(unreported));
     }
   }
 
@@ -168,7 +169,7 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
     // as one its cache answered.
     if (own?.local && failed.length === 0) {
       const unreported = blockedCache.noteRejected(own.plan.name, now0);
-      if (unreported > 0) background(own.stub.countRejected(unreported));
+      if (unreported > 0) background(own.stub.countRejections(unreported));
     }
     // All or nothing: what was admitted for a request another object refused is given back.
     for (const a of asked) {
@@ -184,7 +185,7 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
     }
   }
   const outcomes = failed.length > 0 ? [] : asked.flatMap((a) => a.local?.outcomes ?? a.result?.outcomes ?? []);
-  const answered = asked.filter((a) => a.result).map((a) => (a.result as CheckResult).now);
+  const answered = asked.filter((a) => a.result).map((a) => (a.result as DecideResult).now);
   const now = answered.length > 0 ? Math.max(...answered) : now0;
   return { allowed, outcomes, now, asked, failed, cached: false };
 }
@@ -204,7 +205,7 @@ async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: Call, n
     a.result = await allowances.track(
       name,
       withTimeout(
-        a.stub.check(a.plan.items, {
+        a.stub.decide(a.plan.items, {
           leaseId,
           leaseMs,
           recordUsage: a.plan.perKey,
@@ -237,7 +238,7 @@ async function renew(a: Asked, config: SluiceConfig, now: number): Promise<void>
     const r = await allowances.track(
       name,
       withTimeout(
-        a.stub.check(a.plan.items, {
+        a.stub.decide(a.plan.items, {
           decide: false,
           recordUsage: a.plan.perKey,
           passedElsewhere: a.plan.perKey ? allowances.takePassed(name) : 0,
@@ -263,5 +264,5 @@ async function renew(a: Asked, config: SluiceConfig, now: number): Promise<void>
 export async function reportNow(stub: Stub, name: string, perKey: boolean): Promise<void> {
   const reports = allowances.reportsFor(name, clock.now(), false);
   const passed = perKey ? allowances.takePassed(name) : 0;
-  if (reports.length > 0 || passed > 0) await stub.report(reports, passed);
+  if (reports.length > 0 || passed > 0) await stub.reportUses(reports, passed);
 }

@@ -1,4 +1,4 @@
-import type { CheckItem, Grant, Outcome, UseReport } from "../../objects/limiter/ledger/ledger.ts";
+import type { Grant, Outcome, PolicyItem, UseReport } from "../../protocol.ts";
 
 /**
  * Allowances, the isolate's side (docs/algorithms.md, "Allowances", has the proof sketch). An
@@ -110,7 +110,7 @@ export class AllowanceTable {
    * Admits one request of `items` from this key's allowance, if it has one left and in time;
    * the request is reserved until confirm() or cancel(). Counts the request for the rate.
    */
-  take(key: string, items: readonly CheckItem[], now: number): LocalAdmission | undefined {
+  take(key: string, items: readonly PolicyItem[], now: number): LocalAdmission | undefined {
     const s = this.slot(key, now);
     s.seen++;
     const a = s.active;

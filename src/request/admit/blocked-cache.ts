@@ -1,5 +1,4 @@
-import type { CheckItem, CheckResult, Outcome } from "../../objects/limiter/object.ts";
-
+import type { DecideResult, Outcome, PolicyItem } from "../../protocol.ts";
 /**
  * Longest a rejection is served from the isolate without asking the Durable Object again. It
  * bounds how long an override or a counter reset made through another isolate can go unseen here.
@@ -42,7 +41,7 @@ export class BlockedCache {
   private readonly unreported = new Map<string, Unreported>();
 
   /** Identifies an object and exactly what is asked of it. */
-  static keyOf(objectName: string, items: readonly CheckItem[]): string {
+  static keyOf(objectName: string, items: readonly PolicyItem[]): string {
     let k = objectName;
     for (const i of items) k += `|${i.policy}:${i.kind}:${i.algorithm}:${i.limit}:${i.windowMs}:${i.cost}:${i.mode}`;
     return k;
@@ -89,7 +88,7 @@ export class BlockedCache {
   }
 
   /** Remembers an object's rejection when it is cacheable, or forgets the entry after a pass. */
-  record(key: string, result: CheckResult): void {
+  record(key: string, result: DecideResult): void {
     if (result.allowed || !result.cacheable) {
       this.entries.delete(key);
       return;

@@ -9,7 +9,7 @@
  * than if the request had never come, and no window ever admits more than `limit` counted answers.
  */
 import type { SluiceConfig } from "../../config/config.ts";
-import type { CheckItem, CheckResult, Receipt } from "../../objects/limiter/object.ts";
+import type { DecideResult, PolicyItem, Receipt } from "../../protocol.ts";
 
 /** A status code (`200`) or a class of them (`"2xx"`). */
 export type StatusPattern = number | string;
@@ -43,7 +43,7 @@ function listsOf(config: SluiceConfig): Map<string, readonly StatusPattern[]> {
  * store call, the origin's time limit to its headers, then the give-back's own trip. While it may,
  * the object's rejections are not cached (see BlockedCache), since a give-back frees room early.
  */
-export function giveBackWithinMs(config: SluiceConfig, items: readonly CheckItem[]): number {
+export function giveBackWithinMs(config: SluiceConfig, items: readonly PolicyItem[]): number {
   const m = listsOf(config);
   if (m.size === 0 || !items.some((i) => m.has(i.policy))) return 0;
   return config.storeTimeoutMs + config.originTimeoutMs + GIVE_BACK_GRACE_MS;
@@ -51,8 +51,8 @@ export function giveBackWithinMs(config: SluiceConfig, items: readonly CheckItem
 
 /** One object asked for a request, as the middleware keeps it. */
 interface Asked<S> {
-  plan: { items: CheckItem[] };
-  result?: CheckResult;
+  plan: { items: PolicyItem[] };
+  result?: DecideResult;
   readonly stub: S;
 }
 
@@ -67,10 +67,10 @@ export function giveBacks<S>(
   asked: readonly Asked<S>[],
   status: number,
   sluiceFailed: boolean,
-): { stub: S; items: CheckItem[]; receipt: Receipt }[] {
+): { stub: S; items: PolicyItem[]; receipt: Receipt }[] {
   const m = listsOf(config);
   if (m.size === 0) return [];
-  const out: { stub: S; items: CheckItem[]; receipt: Receipt }[] = [];
+  const out: { stub: S; items: PolicyItem[]; receipt: Receipt }[] = [];
   for (const a of asked) {
     const bookings = (a.result?.receipt?.bookings ?? []).filter((b) => {
       const list = m.get(b.policy);

@@ -1,6 +1,6 @@
 import { TrieRouter } from "hono/router/trie-router";
 import type { Policy, SluiceConfig } from "../../config/config.ts";
-import type { CheckItem } from "../../objects/limiter/object.ts";
+import { isKeyOnly, type PolicyItem, perKeyName, scopeName } from "../../protocol.ts";
 import { addressOf, type Identity, identityString, sha256Hex } from "../identify/identity.ts";
 
 /** Finds the policies that count a request: method in `methods` and path matching a pattern. */
@@ -59,16 +59,16 @@ export function matcherFor(config: SluiceConfig): PolicyMatcher {
 }
 
 /** The Durable Object that owns a set of policies and what to ask it. */
-export interface BucketPlan {
+export interface Bucket {
   /** The object's name: "key:<keyId>" for the per-key object, "scope:<parts>" otherwise. */
   name: string;
   /** True for the per-key object, which also keeps the key's usage figures. */
   perKey: boolean;
-  items: CheckItem[];
+  items: PolicyItem[];
 }
 
 /** What the Durable Object is asked for one policy. */
-export function itemOf(p: Policy): CheckItem {
+export function itemOf(p: Policy): PolicyItem {
   if (p.kind === "concurrency") {
     return withPlans(
       {
@@ -83,7 +83,7 @@ export function itemOf(p: Policy): CheckItem {
       p,
     );
   }
-  const item: CheckItem = {
+  const item: PolicyItem = {
     policy: p.name,
     kind: "rate",
     algorithm: p.algorithm,
@@ -97,14 +97,10 @@ export function itemOf(p: Policy): CheckItem {
 }
 
 /** The plan table of a key-scoped policy travels with its item (the object has no configuration). */
-function withPlans(item: CheckItem, p: Policy): CheckItem {
+function withPlans(item: PolicyItem, p: Policy): PolicyItem {
   if (p.plans !== undefined) item.plans = p.plans;
   if (p.defaultPlan !== undefined) item.defaultPlan = p.defaultPlan;
   return item;
-}
-
-export function perKeyName(keyId: string): string {
-  return `key:${keyId}`;
 }
 
 /**
@@ -115,13 +111,13 @@ export function perKeyName(keyId: string): string {
  * @throws SluiceError 400 invalid_client_address when an `ip` scope meets a CF-Connecting-IP that
  * is not an address.
  */
-export async function planBuckets(
+export async function bucketsFor(
   policies: readonly Policy[],
   identity: Identity,
   req: Request,
   ipv6Prefix = 64,
-): Promise<BucketPlan[]> {
-  const buckets = new Map<string, BucketPlan>();
+): Promise<Bucket[]> {
+  const buckets = new Map<string, Bucket>();
   const parts = new Map<string, string>();
   const part = async (scope: string): Promise<string> => {
     let v = parts.get(scope);
@@ -143,8 +139,8 @@ export async function planBuckets(
     return v;
   };
   for (const p of policies) {
-    const perKey = p.scope.length === 1 && p.scope[0] === "key";
-    const name = perKey ? perKeyName(identity.keyId) : `scope:${(await Promise.all(p.scope.map(part))).join("|")}`;
+    const perKey = isKeyOnly(p.scope);
+    const name = perKey ? perKeyName(identity.keyId) : scopeName(await Promise.all(p.scope.map(part)));
     let b = buckets.get(name);
     if (!b) {
       b = { name, perKey, items: [] };

@@ -1,6 +1,6 @@
 import { NEVER } from "../../algorithms/index.ts";
 import type { SluiceConfig } from "../../config/config.ts";
-import type { Outcome } from "../../objects/limiter/object.ts";
+import type { Outcome } from "../../protocol.ts";
 
 /** Whole seconds, rounded up, at least 1: a client that waits this long is past the instant. */
 export function ceilSeconds(ms: number): number {

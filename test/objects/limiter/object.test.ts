@@ -2,7 +2,8 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { BLOCK_MS } from "../../../src/objects/limiter/ledger/ledger.ts";
-import { type CheckItem, type SluiceLimiter, storageStats } from "../../../src/objects/limiter/object.ts";
+import { type SluiceLimiter, storageStats } from "../../../src/objects/limiter/object.ts";
+import type { PolicyItem } from "../../../src/protocol.ts";
 import { advance, setClock, unique } from "../../support/worker.ts";
 
 const T0 = 1_800_000_000_000;
@@ -11,7 +12,7 @@ function stubFor(name = unique("obj")) {
   return env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(name)) as DurableObjectStub<SluiceLimiter>;
 }
 
-function rate(policy: string, limit: number, windowMs: number, extra: Partial<CheckItem> = {}): CheckItem {
+function rate(policy: string, limit: number, windowMs: number, extra: Partial<PolicyItem> = {}): PolicyItem {
   return { policy, kind: "rate", algorithm: "sliding-window", limit, windowMs, cost: 1, mode: "enforce", ...extra };
 }
 
@@ -28,9 +29,9 @@ describe("SluiceLimiter Durable Object", () => {
     setClock(T0);
     const stub = stubFor();
     const items = [rate("per-second", 2, 1000), rate("per-hour", 5, 3_600_000)];
-    expect((await stub.check(items)).allowed).toBe(true);
-    expect((await stub.check(items)).allowed).toBe(true);
-    const third = await stub.check(items);
+    expect((await stub.decide(items)).allowed).toBe(true);
+    expect((await stub.decide(items)).allowed).toBe(true);
+    const third = await stub.decide(items);
     expect(third.allowed).toBe(false);
     expect(third.outcomes.map((o) => [o.policy, o.allowed, o.remaining])).toEqual([
       ["per-second", false, 0],
@@ -43,7 +44,7 @@ describe("SluiceLimiter Durable Object", () => {
   it("concurrent calls are serialised: exactly `limit` of 50 parallel requests pass", async () => {
     setClock(T0);
     const stub = stubFor();
-    const results = await Promise.all(Array.from({ length: 50 }, () => stub.check([rate("p", 7, 60_000)])));
+    const results = await Promise.all(Array.from({ length: 50 }, () => stub.decide([rate("p", 7, 60_000)])));
     expect(results.filter((r) => r.allowed)).toHaveLength(7);
   });
 
@@ -51,12 +52,12 @@ describe("SluiceLimiter Durable Object", () => {
     setClock(T0);
     const stub = stubFor();
     const item = [rate("hourly", 3, 3_600_000)];
-    for (let i = 0; i < 3; i++) expect((await stub.check(item)).allowed).toBe(true);
+    for (let i = 0; i < 3; i++) expect((await stub.decide(item)).allowed).toBe(true);
     // On disk before the last answer: restarted at once, with no alarm run.
     expect(await storedCounters(stub)).toHaveLength(1);
     await evictDurableObject(stub);
     advance(30 * 60_000);
-    const after = await stub.check(item);
+    const after = await stub.decide(item);
     expect(after.allowed).toBe(false);
     // The third came from a storage block booked at the second, which a restart counts at its end:
     // the wait is the exact log's, or later by at most BLOCK_MS (docs/design.md, "Durability").
@@ -72,7 +73,7 @@ describe("SluiceLimiter Durable Object", () => {
     const written: number[] = [];
     for (let i = 0; i < 3; i++) {
       const before = storageStats.rowsWritten;
-      expect((await stub.check(item)).allowed).toBe(true);
+      expect((await stub.decide(item)).allowed).toBe(true);
       written.push(storageStats.rowsWritten - before);
       advance(60_000);
       // Killed right after the answer, before any alarm could run: the admission is on disk.
@@ -93,7 +94,7 @@ describe("SluiceLimiter Durable Object", () => {
     const before = storageStats.rowsWritten;
     const n = 3000;
     for (let i = 0; i < n; i++) {
-      expect((await stub.check(item)).allowed).toBe(true);
+      expect((await stub.decide(item)).allowed).toBe(true);
       advance(1); // 1,000 requests per second
     }
     const rows = storageStats.rowsWritten - before;
@@ -113,13 +114,13 @@ describe("SluiceLimiter Durable Object", () => {
   it("stores nothing for policies whose windows have passed", async () => {
     setClock(T0);
     const stub = stubFor();
-    await stub.check([rate("short", 5, 1000)]);
+    await stub.decide([rate("short", 5, 1000)]);
     await runDurableObjectAlarm(stub);
     expect(await storedCounters(stub)).toHaveLength(1);
     advance(5000);
-    await stub.check([rate("short", 5, 1000)]);
+    await stub.decide([rate("short", 5, 1000)]);
     advance(5000);
-    await stub.check([rate("other", 5, 1000, { cost: 1 })]);
+    await stub.decide([rate("other", 5, 1000, { cost: 1 })]);
     await runInDurableObject(stub, (instance) => {
       instance.flush();
     });

@@ -13,7 +13,8 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { Algorithm } from "../../../src/config/config.ts";
-import { type CheckItem, Ledger } from "../../../src/objects/limiter/ledger/ledger.ts";
+import { Ledger } from "../../../src/objects/limiter/ledger/ledger.ts";
+import type { PolicyItem } from "../../../src/protocol.ts";
 import {
   falseRejections,
   type PolicySpec,
@@ -266,7 +267,7 @@ describe("storage blocks (allowance off: the object decides every request), rest
   }, 60_000);
 
   it("token bucket: no allowance is ever granted, and storage blocks and restarts never admit what GCRA and the level model refuse", () => {
-    const items = (p: { limit: number; windowMs: number }): CheckItem[] => [
+    const items = (p: { limit: number; windowMs: number }): PolicyItem[] => [
       { policy: "p", kind: "rate", algorithm: "token-bucket", ...p, cost: 1, mode: "enforce" },
     ];
     fc.assert(
@@ -284,7 +285,7 @@ describe("storage blocks (allowance off: the object decides every request), rest
 
 describe("a restart and an override that lengthened the window", () => {
   it("a row loaded from storage is not dropped as idle by its old window: the arrivals the new window still counts stay counted", () => {
-    const items: CheckItem[] = [
+    const items: PolicyItem[] = [
       { policy: "p", kind: "rate", algorithm: "sliding-window", limit: 2, windowMs: 1000, cost: 1, mode: "enforce" },
     ];
     const obj = new SimObject();

@@ -19,7 +19,7 @@ const admin = { SLUICE_ADMIN_TOKEN: TOKEN };
 
 let checks: ReturnType<typeof vi.spyOn>;
 beforeEach(() => {
-  checks = vi.spyOn(SluiceLimiter.prototype, "check");
+  checks = vi.spyOn(SluiceLimiter.prototype, "decide");
 });
 afterEach(() => checks.mockRestore());
 

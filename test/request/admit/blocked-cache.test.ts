@@ -10,7 +10,7 @@ const TOKEN = "tok-blocked-cache";
 
 let checks: ReturnType<typeof vi.spyOn>;
 beforeEach(() => {
-  checks = vi.spyOn(SluiceLimiter.prototype, "check");
+  checks = vi.spyOn(SluiceLimiter.prototype, "decide");
 });
 afterEach(() => checks.mockRestore());
 
@@ -156,12 +156,12 @@ describe("the blocked-until cache and undos (requests that span objects)", () =>
 
   async function workspaceStub(ws: string) {
     const req = new Request("https://x/", { headers: { "x-workspace-id": ws } });
-    const { planBuckets } = await import("../../../src/request/match/policies.ts");
+    const { bucketsFor } = await import("../../../src/request/match/policies.ts");
     const { parseConfig } = await import("../../../src/config/config.ts");
     const { resolveIdentity } = await import("../../../src/request/identify/identity.ts");
     const c = parseConfig(config);
     const identity = await resolveIdentity(req, new URL(req.url), c.identity);
-    const plan = (await planBuckets(c.policies, identity, req)).find((p) => !p.perKey);
+    const plan = (await bucketsFor(c.policies, identity, req)).find((p) => !p.perKey);
     if (!plan) throw new Error("no workspace plan");
     return env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(plan.name));
   }
@@ -175,7 +175,7 @@ describe("the blocked-until cache and undos (requests that span objects)", () =>
     // Another request, in flight elsewhere, has booked the workspace's last unit and will undo it
     // (its token's own object refused it).
     const stub = await workspaceStub(ws);
-    const booked = await stub.check(wsItems, { refundableMs: 2000 });
+    const booked = await stub.decide(wsItems, { refundableMs: 2000 });
     expect(booked.allowed).toBe(true);
     const refused = await call(unique("tok"));
     expect(refused.status).toBe(429);

@@ -1,10 +1,11 @@
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseConfig, type SluiceConfigInput } from "../../../src/config/config.ts";
-import { type CheckItem, SluiceLimiter } from "../../../src/objects/limiter/object.ts";
+import { SluiceLimiter } from "../../../src/objects/limiter/object.ts";
+import type { PolicyItem } from "../../../src/protocol.ts";
 import { resolveIdentity, sha256Hex } from "../../../src/request/identify/identity.ts";
 import { addressBucket } from "../../../src/request/identify/ip.ts";
-import { planBuckets } from "../../../src/request/match/policies.ts";
+import { bucketsFor } from "../../../src/request/match/policies.ts";
 import { advance, originLog, PUBLIC, send, sendSettled, setClock, unique } from "../../support/worker.ts";
 
 const T0 = 1_800_000_000_000;
@@ -22,18 +23,18 @@ async function bucketNames(config: SluiceConfigInput, headers: Record<string, st
   const c = parseConfig(config);
   const req = new Request(`${PUBLIC}/`, { headers });
   const identity = await resolveIdentity(req, new URL(req.url), c.identity);
-  return (await planBuckets(c.policies, identity, req)).map((b) => b.name);
+  return (await bucketsFor(c.policies, identity, req)).map((b) => b.name);
 }
 
 function stubNamed(name: string): Stub {
   return env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(name)) as Stub;
 }
 
-function rate(policy: string, limit: number, windowMs: number): CheckItem {
+function rate(policy: string, limit: number, windowMs: number): PolicyItem {
   return { policy, kind: "rate", algorithm: "sliding-window", limit, windowMs, cost: 1, mode: "enforce" };
 }
 
-async function remaining(stub: Stub, items: CheckItem[]): Promise<number[]> {
+async function remaining(stub: Stub, items: PolicyItem[]): Promise<number[]> {
   return (await stub.peek(items)).map((o) => o.remaining);
 }
 
@@ -45,7 +46,7 @@ function uniqueIp(): string {
 
 let checks: ReturnType<typeof vi.spyOn>;
 beforeEach(() => {
-  checks = vi.spyOn(SluiceLimiter.prototype, "check");
+  checks = vi.spyOn(SluiceLimiter.prototype, "decide");
 });
 afterEach(() => checks.mockRestore());
 

@@ -5,14 +5,24 @@ import {
   consume,
   initState,
   isIdle,
-  type Period,
   type RateParams,
   type RateState,
   refund,
   type Verdict,
 } from "../../../algorithms/index.ts";
-import type { Algorithm } from "../../../config/config.ts";
-import { effectiveParams, type PlanEntry } from "../../../config/plans.ts";
+
+import { effectiveParams } from "../../../config/plans.ts";
+import {
+  type Grant,
+  type GrantItem,
+  HOUR_MS,
+  type Outcome,
+  type Override,
+  type PolicyItem,
+  type Receipt,
+  type UsageWindow,
+  type UseReport,
+} from "../../../protocol.ts";
 
 /**
  * The ledger of one Durable Object: every counter of its bucket, pure (the clock is passed in, no
@@ -42,94 +52,6 @@ const ALLOWANCE_HEADROOM = 1.5;
 const ALLOWANCE_ROOM_SHARE = 2;
 /** A storage block is sized to last about this long at the policy's recent rate. */
 export const BLOCK_MS = 250;
-/** Usage is counted in hourly buckets, kept for 30 days. */
-export const HOUR_MS = 3_600_000;
-export const USAGE_KEEP_HOURS = 30 * 24;
-
-/** One policy to decide, as the worker asks for it (before any per-key override). */
-export interface CheckItem {
-  policy: string;
-  kind: "rate" | "concurrency";
-  algorithm: Algorithm;
-  /** Rate: units per window. Concurrency: slots. */
-  limit: number;
-  /** Rate: window in ms. Concurrency: 0. */
-  windowMs: number;
-  /** A quota counted in calendar periods (algorithm fixed-window). */
-  period?: Period;
-  cost: number;
-  mode: "enforce" | "shadow";
-  /** Key-scoped policies when plans are configured: what each plan replaces (src/config/plans.ts). */
-  plans?: Record<string, PlanEntry>;
-  defaultPlan?: string;
-}
-
-/** What one policy decided, after overrides. */
-export interface Outcome extends Verdict {
-  policy: string;
-  kind: "rate" | "concurrency";
-  mode: "enforce" | "shadow";
-  /** The limit in force (an override's when one is set). */
-  limit: number;
-  /** The window in force in ms (0 for concurrency). */
-  windowMs: number;
-}
-
-/** What is needed to undo a consumption if another object rejects the same request. */
-export interface Receipt {
-  bookings: { policy: string; at: number; cost: number }[];
-  leaseId?: string;
-}
-
-/** A per-key custom limit; fields left out keep the configured value. */
-export interface Override {
-  limit?: number;
-  windowMs?: number;
-}
-
-export interface UsageWindow {
-  passed: number;
-  rejected: number;
-}
-
-/**
- * An allowance as the object grants it: `requests` requests of exactly the items asked, each
- * counted in every policy as `cost` units arriving at `at + durationMs`.
- */
-export interface Grant {
-  id: string;
-  requests: number;
-  /** The object's clock when granted (ms since the epoch). */
-  at: number;
-  /** How long it may be used, from the moment the isolate sent its ask (its own clock). */
-  durationMs: number;
-  /** Per item, for the headers of requests admitted from it. */
-  items: GrantItem[];
-}
-
-export interface GrantItem {
-  policy: string;
-  limit: number;
-  windowMs: number;
-  /**
-   * Units left in the policy when granted, counting every other isolate's allowances as spent and
-   * none of this isolate's: what this isolate has left is this minus what it used since its ask.
-   */
-  remaining: number;
-  /** ms until the oldest unit counted leaves the window, when granted. */
-  resetMs: number;
-}
-
-/**
- * What an isolate reports of an allowance: uses as [ms after it sent its ask, requests], each
- * rounded up to the next whole ms, and the requests it will never use (given back).
- */
-export interface UseReport {
-  id: string;
-  uses: [number, number][];
-  unused: number;
-}
-
 interface GrantRec {
   /** The isolate holding it. */
   holder: string;
@@ -184,7 +106,8 @@ interface StoredRow {
   block?: { end: number; left: number; win?: number };
 }
 
-export interface Decision {
+/** What every policy of one request decided, before anything is booked. */
+export interface Evaluation {
   allowed: boolean;
   outcomes: Outcome[];
 }
@@ -277,7 +200,7 @@ export class Ledger {
   // ---- parameters and rows
 
   /** The limit and window in force: override > plan > policy (src/config/plans.ts). */
-  params(item: CheckItem): RateParams {
+  params(item: PolicyItem): RateParams {
     return effectiveParams(item, this.plan, this.overrides.get(item.policy), this.t);
   }
 
@@ -290,7 +213,7 @@ export class Ledger {
     return r;
   }
 
-  private rateState(item: CheckItem): RateState {
+  private rateState(item: PolicyItem): RateState {
     const r = this.row(item.policy);
     // A policy whose algorithm changed in configuration starts afresh.
     if (!r.state || r.state.algorithm !== item.algorithm) {
@@ -311,7 +234,7 @@ export class Ledger {
   // ---- deciding and admitting
 
   /** Decides one request for every item, consuming nothing. */
-  decide(items: readonly CheckItem[], now: number): Decision {
+  evaluate(items: readonly PolicyItem[], now: number): Evaluation {
     this.t = now;
     const outcomes: Outcome[] = [];
     let allowed = true;
@@ -346,7 +269,7 @@ export class Ledger {
    * Consumes what an allowed decision allowed (enforced policies, and shadow policies that allowed
    * it), from the storage block of each rate policy, opening a new block where needed.
    */
-  admit(items: readonly CheckItem[], d: Decision, now: number, leaseId: string, leaseMs: number): Receipt {
+  book(items: readonly PolicyItem[], d: Evaluation, now: number, leaseId: string, leaseMs: number): Receipt {
     this.t = now;
     const receipt: Receipt = { bookings: [] };
     items.forEach((item, i) => {
@@ -398,7 +321,7 @@ export class Ledger {
   }
 
   /** Undoes an admission another object's rejection voided. Its block units stay spent. */
-  undo(items: readonly CheckItem[], receipt: Receipt): void {
+  undo(items: readonly PolicyItem[], receipt: Receipt): void {
     for (const b of receipt.bookings) {
       const item = items.find((i) => i.policy === b.policy);
       const state = this.rows.get(b.policy)?.state;
@@ -417,7 +340,7 @@ export class Ledger {
   }
 
   /** Extends every slot held under `leaseId` to `leaseMs` from now (a long-streaming response). */
-  renew(leaseId: string, now: number, leaseMs: number): void {
+  extendLease(leaseId: string, now: number, leaseMs: number): void {
     for (const [policy, r] of this.rows) {
       if (r.leases?.has(leaseId)) {
         r.leases.set(leaseId, now + leaseMs);
@@ -431,7 +354,7 @@ export class Ledger {
   // ---- allowances
 
   /** True when an isolate may admit requests of these items from an allowance (section 10). */
-  static allowanceEligible(items: readonly CheckItem[]): boolean {
+  static allowanceEligible(items: readonly PolicyItem[]): boolean {
     return items.length > 0 && items.every((i) => i.kind === "rate" && i.algorithm !== "token-bucket");
   }
 
@@ -441,7 +364,7 @@ export class Ledger {
    * when that is under one request (near the limit every request asks the object). Booked at its
    * end in every policy, and mustWrite: it reaches disk before the isolate can use it.
    */
-  grant(items: readonly CheckItem[], now: number, holder: string, ratePerSec: number, id: string): Grant | null {
+  grant(items: readonly PolicyItem[], now: number, holder: string, ratePerSec: number, id: string): Grant | null {
     if (!Ledger.allowanceEligible(items)) return null;
     this.t = now;
     let durationMs = MAX_ALLOWANCE_MS;
@@ -558,7 +481,7 @@ export class Ledger {
   // ---- reading, overrides, resets
 
   /** The current standing of each policy, consuming nothing. */
-  peek(items: readonly CheckItem[], now: number): Outcome[] {
+  peek(items: readonly PolicyItem[], now: number): Outcome[] {
     this.t = now;
     return items.map((item) => {
       if (item.kind === "concurrency") {
