@@ -109,6 +109,14 @@ export interface Override {
 }
 
 /**
+ * True when an isolate may admit requests of these items from an allowance: rate policies of the
+ * sliding or fixed window only (docs/algorithms.md#allowances says why not token buckets or slots).
+ */
+export function allowanceEligible(items: readonly PolicyItem[]): boolean {
+  return items.length > 0 && items.every((i) => i.kind === "rate" && i.algorithm !== "token-bucket");
+}
+
+/**
  * An allowance as the object grants it: `requests` requests of exactly the items asked, each
  * counted in every policy as `cost` units arriving at `at + durationMs` (docs/algorithms.md#allowances).
  */

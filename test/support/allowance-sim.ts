@@ -9,7 +9,14 @@
 import type { RateParams } from "../../src/algorithms/index.ts";
 import type { Algorithm } from "../../src/config/config.ts";
 import { Ledger, MAX_ALLOWANCE_MS } from "../../src/objects/limiter/ledger/ledger.ts";
-import type { Grant, Outcome, Override, PolicyItem, UseReport } from "../../src/protocol.ts";
+import {
+  allowanceEligible,
+  type Grant,
+  type Outcome,
+  type Override,
+  type PolicyItem,
+  type UseReport,
+} from "../../src/protocol.ts";
 import { AllowanceTable, type LocalAdmission } from "../../src/request/admit/allowances.ts";
 import { ExactLog, FixedCounter, Gcra, TokenLevel } from "./reference-model.ts";
 
@@ -311,7 +318,7 @@ export class Cluster {
     if (iso.dead) return;
     const items = this.items(cost);
     const key = keyOf(items);
-    const eligible = this.allowance && Ledger.allowanceEligible(items);
+    const eligible = this.allowance && allowanceEligible(items);
     const now0 = iso.clock(this.ev.t);
     const go = (local: LocalAdmission | undefined) => {
       if (local) this.admitLocal(iso, key, items, local, now0, done);

@@ -1,7 +1,6 @@
 import type { SluiceConfig } from "../../config/config.ts";
-import { Ledger } from "../../objects/limiter/ledger/ledger.ts";
 import type { SluiceLimiter } from "../../objects/limiter/object.ts";
-import type { DecideResult, Outcome } from "../../protocol.ts";
+import { allowanceEligible, type DecideResult, type Outcome } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
 import type { Bucket } from "../match/policies.ts";
 import { allowances, type LocalAdmission } from "./allowances.ts";
@@ -74,9 +73,7 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  * object's own booking of the request).
  */
 function usesAllowance(config: SluiceConfig, plan: Bucket): boolean {
-  return (
-    config.allowance === "auto" && Ledger.allowanceEligible(plan.items) && giveBackWithinMs(config, plan.items) === 0
-  );
+  return config.allowance === "auto" && allowanceEligible(plan.items) && giveBackWithinMs(config, plan.items) === 0;
 }
 
 /**

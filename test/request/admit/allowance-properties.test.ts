@@ -14,7 +14,7 @@ import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { Algorithm } from "../../../src/config/config.ts";
 import { Ledger } from "../../../src/objects/limiter/ledger/ledger.ts";
-import type { PolicyItem } from "../../../src/protocol.ts";
+import { allowanceEligible, type PolicyItem } from "../../../src/protocol.ts";
 import {
   falseRejections,
   type PolicySpec,
@@ -272,7 +272,7 @@ describe("storage blocks (allowance off: the object decides every request), rest
     ];
     fc.assert(
       fc.property(soloCase("token-bucket", windows), ({ policy, steps }) => {
-        expect(Ledger.allowanceEligible(items(policy))).toBe(false);
+        expect(allowanceEligible(items(policy))).toBe(false);
         const obj = new SimObject();
         const r = obj.check(items(policy), T0, { holder: "i", allowanceRate: 1e6 });
         expect(r.grant).toBeNull();

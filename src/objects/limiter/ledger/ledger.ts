@@ -13,6 +13,7 @@ import {
 
 import { effectiveParams } from "../../../config/plans.ts";
 import {
+  allowanceEligible,
   type Grant,
   type GrantItem,
   HOUR_MS,
@@ -353,11 +354,6 @@ export class Ledger {
 
   // ---- allowances
 
-  /** True when an isolate may admit requests of these items from an allowance (section 10). */
-  static allowanceEligible(items: readonly PolicyItem[]): boolean {
-    return items.length > 0 && items.every((i) => i.kind === "rate" && i.algorithm !== "token-bucket");
-  }
-
   /**
    * Grants `holder` an allowance for requests of exactly these items, sized to its recent rate
    * (`ratePerSec`, requests per second) and to at most half the room each policy has left; none
@@ -365,7 +361,7 @@ export class Ledger {
    * end in every policy, and mustWrite: it reaches disk before the isolate can use it.
    */
   grant(items: readonly PolicyItem[], now: number, holder: string, ratePerSec: number, id: string): Grant | null {
-    if (!Ledger.allowanceEligible(items)) return null;
+    if (!allowanceEligible(items)) return null;
     this.t = now;
     let durationMs = MAX_ALLOWANCE_MS;
     let requests = Number.POSITIVE_INFINITY;
