@@ -13,7 +13,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import type { Algorithm } from "../../../src/config/config.ts";
-import { Ledger } from "../../../src/objects/limiter/ledger/ledger.ts";
 import { allowanceEligible, type PolicyItem } from "../../../src/protocol.ts";
 import {
   falseRejections,
