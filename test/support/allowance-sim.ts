@@ -1,5 +1,5 @@
 /**
- * A discrete-event simulation of the counting core (SPEC 10-11) for test/request/admit/allowance-properties.test.ts:
+ * A discrete-event simulation of the counting core (docs/algorithms.md#allowances) for test/request/admit/allowance-properties.test.ts:
  * the pure Ledger (src/objects/limiter/ledger/ledger.ts) inside a simulated Durable Object that writes what
  * src/objects/limiter/object.ts writes and restarts from it, and simulated isolates that drive
  * AllowanceTable (src/request/admit/allowances.ts) as src/request/admit/admit.ts does, each with its own clock and latency.
@@ -115,9 +115,9 @@ export interface CallResult {
 }
 
 /**
- * The Durable Object around the Ledger, as src/objects/limiter/object.ts drives it (check, report,
+ * The Durable Object around the Ledger, as src/objects/limiter/object.ts drives it (decide, reportUses,
  * flush), with a disk: only what a write put there survives a restart. It writes when the ledger
- * says it must (mustWrite) and, when the test says so, on its flush timer. Its clock is true time.
+ * says it must (mustWrite()) and, when the test says so, on its flush timer. Its clock is true time.
  */
 export class SimObject {
   ledger = new Ledger();
@@ -166,11 +166,11 @@ export class SimObject {
   /** SluiceLimiter.persist: now when it must; else at once when quiet, or FLUSH_MS after the last write. */
   private persist(now: number): void {
     const L = this.ledger;
-    if (L.mustWrite || (this.alarm && L.dirty.size > 0 && now - this.lastFlushAt >= FLUSH_MS)) {
+    if (L.mustWrite() || (this.alarm && L.hasChanges() && now - this.lastFlushAt >= FLUSH_MS)) {
       this.flush(now);
       return;
     }
-    if (!this.alarm || this.flushScheduled || L.dirty.size === 0) return;
+    if (!this.alarm || this.flushScheduled || !L.hasChanges()) return;
     this.flushScheduled = true;
     this.alarm(this.lastFlushAt + FLUSH_MS, (t) => {
       this.flushScheduled = false;
@@ -178,31 +178,26 @@ export class SimObject {
     });
   }
 
-  /** What SluiceLimiter.flush writes: every dirty row (a row nothing needs any more is deleted). */
+  /** What SluiceLimiter.flush writes: every changed row (a row nothing needs any more is deleted). */
   flush(now: number): void {
-    const L = this.ledger;
     this.lastFlushAt = now;
-    L.mustWrite = false;
-    L.sweep(now);
-    for (const policy of L.dirty) {
-      const data = L.storedRow(policy, now);
+    for (const [policy, data] of this.ledger.takeWrites(now).counters) {
       if (data === null) this.disk.delete(policy);
       else this.disk.set(policy, data);
     }
-    L.dirty.clear();
     this.writes++;
   }
 
   setOverride(policy: string, o: Override): void {
     this.overrides.set(policy, o);
-    this.ledger.overrides.set(policy, o);
+    this.ledger.setOverride(policy, o);
   }
 
   /** A restart: everything since the last write is lost; the ledger is loaded from the disk. */
   restart(): void {
     const L = new Ledger();
     for (const [policy, data] of this.disk) L.loadRow(policy, data);
-    for (const [policy, o] of this.overrides) L.overrides.set(policy, o);
+    for (const [policy, o] of this.overrides) L.setOverride(policy, o);
     this.ledger = L;
     this.restarts++;
   }
@@ -430,7 +425,7 @@ export type Model = ExactLog | FixedCounter;
  * Feeds every admission, in true-time order, to the reference model of each policy, which must have
  * allowed it: no window of real time (sliding: every (t - W, t]; fixed: every epoch-aligned window)
  * holds more than the limit. Allowances granted before an override may be used until they end (at
- * most MAX_ALLOWANCE_MS later, SPEC 10): admissions in that time after an override are counted but
+ * most MAX_ALLOWANCE_MS later, docs/algorithms.md#allowances): admissions in that time after an override are counted but
  * not checked. The models also forget and roll at every call to the object, as the ledger prunes.
  */
 export class Watch {

@@ -1,22 +1,23 @@
 import { DurableObject } from "cloudflare:workers";
-import {
-  type DecideOptions,
-  type DecideResult,
-  type Grant,
-  HOUR_MS,
-  type HourlySeries,
-  type LimiterRpc,
-  type Outcome,
-  type Override,
-  type PolicyItem,
-  type Receipt,
-  USAGE_KEEP_HOURS,
-  type UsageWindow,
-  type UseReport,
+import type {
+  DecideOptions,
+  DecideResult,
+  Grant,
+  HourlySeries,
+  LimiterRpc,
+  Outcome,
+  Override,
+  PolicyItem,
+  Receipt,
+  UsageWindow,
+  UseReport,
 } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
 import { publishUsage } from "../directory/object.ts";
 import { Ledger } from "./ledger/ledger.ts";
+import { LimiterStorage } from "./storage.ts";
+
+export { storageStats } from "./storage.ts";
 
 /**
  * What changed but is not needed to keep a promise (a give-back, a re-dated use, a released slot,
@@ -26,18 +27,17 @@ import { Ledger } from "./ledger/ledger.ts";
  */
 export const FLUSH_MS = 1_000;
 
-/** Storage rows written by every object of this isolate (for the bench and tests). */
-export const storageStats = { rowsWritten: 0 };
-
 /**
  * The Durable Object that owns one bucket's counters: every `key`-scoped policy of one key, or every
  * policy sharing one other scope. Its methods run one at a time, so each decision is atomic. It
- * is a thin shell: the counting is the pure Ledger (src/objects/limiter/ledger/ledger.ts); this loads it, calls it with
- * the clock, and writes what it says must be on disk before the answer goes out (output gates
- * hold the answer until the write is durable).
+ * is a thin shell: the counting is the pure Ledger (src/objects/limiter/ledger/ledger.ts), the
+ * tables are src/objects/limiter/storage.ts; this loads the ledger, calls it with the clock, and
+ * writes what it says must be on disk before the answer goes out (output gates hold the answer
+ * until the write is durable).
  */
 export class SluiceLimiter extends DurableObject implements LimiterRpc {
   protected readonly ledger = new Ledger();
+  private readonly storage: LimiterStorage;
   private flushScheduled = false;
   /** When counters were last written (wall clock, ms). */
   private lastFlushAt = 0;
@@ -45,42 +45,17 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
 
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
+    this.storage = new LimiterStorage(ctx.storage.sql);
     ctx.blockConcurrencyWhile(async () => {
       try {
-        this.load();
+        this.storage.migrate();
+        this.storage.load(this.ledger);
       } catch (e) {
         // Rethrown outside so the object resets instead of serving with half-loaded counters.
         console.error(JSON.stringify({ event: "sluice.load_failed", error: String(e) }));
         throw e;
       }
     });
-  }
-
-  private load(): void {
-    const sql = this.ctx.storage.sql;
-    sql.exec(`CREATE TABLE IF NOT EXISTS counters (policy TEXT PRIMARY KEY, data TEXT NOT NULL)`);
-    sql.exec(`CREATE TABLE IF NOT EXISTS overrides (policy TEXT PRIMARY KEY, limit_ INTEGER, window_ms INTEGER)`);
-    sql.exec(
-      `CREATE TABLE IF NOT EXISTS usage (hour INTEGER PRIMARY KEY, passed INTEGER NOT NULL, rejected INTEGER NOT NULL)`,
-    );
-    for (const r of sql.exec<{ policy: string; data: string }>(`SELECT policy, data FROM counters`)) {
-      this.ledger.loadRow(r.policy, r.data);
-    }
-    for (const r of sql.exec<{ policy: string; limit_: number | null; window_ms: number | null }>(
-      `SELECT policy, limit_, window_ms FROM overrides`,
-    )) {
-      const o: Override = {};
-      if (r.limit_ !== null) o.limit = r.limit_;
-      if (r.window_ms !== null) o.windowMs = r.window_ms;
-      this.ledger.overrides.set(r.policy, o);
-    }
-    sql.exec(`CREATE TABLE IF NOT EXISTS plan (id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL)`);
-    for (const r of sql.exec<{ name: string }>(`SELECT name FROM plan`)) this.ledger.plan = r.name;
-    for (const r of sql.exec<{ hour: number; passed: number; rejected: number }>(
-      `SELECT hour, passed, rejected FROM usage`,
-    )) {
-      this.ledger.usage.set(r.hour, [r.passed, r.rejected]);
-    }
   }
 
   /** The object's clock: never goes backwards, so sliding-window entries stay ordered. */
@@ -109,9 +84,7 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
       outcomes = d.outcomes;
       if (allowed) receipt = L.book(items, d, now, opts.leaseId ?? "", opts.leaseMs ?? 60_000);
       if (opts.recordUsage) L.count(now, allowed ? 1 : 0, allowed ? 0 : 1);
-      if (allowed && (opts.refundableMs ?? 0) > 0) {
-        L.refundableUntil = Math.max(L.refundableUntil, now + (opts.refundableMs as number));
-      }
+      if (allowed && (opts.refundableMs ?? 0) > 0) L.noteRefundable(now + (opts.refundableMs as number));
     }
     const holder = opts.holder ?? "";
     let grant: Grant | null = null;
@@ -122,21 +95,17 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
       grant = L.grant(items, now, holder, opts.allowanceRate, crypto.randomUUID());
     }
     this.persist();
-    const cacheable =
-      !allowed &&
-      now >= L.refundableUntil &&
-      !outcomes.some((o) => !o.allowed && o.mode === "enforce" && L.hasOutstanding(o.policy));
-    const heldByYou =
-      !allowed &&
-      holder !== "" &&
-      outcomes.some((o) => !o.allowed && o.mode === "enforce" && L.heldBy(o.policy, holder) > 0);
+    const refused = outcomes.filter((o) => !o.allowed && o.mode === "enforce");
+    const cacheable = !allowed && !L.mayBeUndone(now) && !refused.some((o) => L.hasOutstanding(o.policy));
+    const heldByYou = !allowed && holder !== "" && refused.some((o) => L.heldBy(o.policy, holder) > 0);
     return { allowed, outcomes, receipt, now, cacheable, grant, heldByYou };
   }
 
-  /** Undoes a check() whose request another object rejected (and recounts it as rejected). */
+  /** Undoes a decide() whose request another object rejected (and recounts it as rejected). */
   async undo(items: PolicyItem[], receipt: Receipt, recordUsage = false): Promise<void> {
-    if (recordUsage) this.ledger.recountRejected(this.now());
-    this.ledger.undo(items, receipt);
+    const now = this.now();
+    if (recordUsage) this.ledger.recountRejected(now);
+    this.ledger.undo(items, receipt, now);
     this.persist();
   }
 
@@ -166,38 +135,30 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
 
   /** Sets a custom limit for one policy of this key, in force from the next request. */
   async setOverride(policy: string, override: Override): Promise<void> {
-    this.ledger.overrides.set(policy, override);
-    this.write(
-      `INSERT INTO overrides (policy, limit_, window_ms) VALUES (?, ?, ?)
-       ON CONFLICT(policy) DO UPDATE SET limit_ = excluded.limit_, window_ms = excluded.window_ms`,
-      policy,
-      override.limit ?? null,
-      override.windowMs ?? null,
-    );
+    this.ledger.setOverride(policy, override);
+    this.storage.writeOverride(policy, override);
   }
 
   /** Removes a custom limit; returns whether there was one. */
   async deleteOverride(policy: string): Promise<boolean> {
-    const had = this.ledger.overrides.delete(policy);
-    this.write(`DELETE FROM overrides WHERE policy = ?`, policy);
+    const had = this.ledger.deleteOverride(policy);
+    this.storage.deleteOverride(policy);
     return had;
   }
 
   async getOverrides(): Promise<Record<string, Override>> {
-    return Object.fromEntries(this.ledger.overrides);
+    return this.ledger.overrides();
   }
 
   /** Puts this key on a plan (null: back to the configuration's defaultPlan), from the next request. */
   async setPlan(name: string | null): Promise<void> {
-    this.ledger.plan = name;
-    if (name === null) this.write(`DELETE FROM plan`);
-    else
-      this.write(`INSERT INTO plan (id, name) VALUES (0, ?) ON CONFLICT(id) DO UPDATE SET name = excluded.name`, name);
+    this.ledger.setPlan(name);
+    this.storage.writePlan(name);
   }
 
   /** The plan this key was put on, or null when it was given none. */
   async getPlan(): Promise<string | null> {
-    return this.ledger.plan;
+    return this.ledger.plan();
   }
 
   /** Empties every counter of this object (rates and slots); overrides and usage stay. */
@@ -213,21 +174,13 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
 
   /** Hours with traffic in the last 30 days, ascending: [hour index, passed, rejected]. */
   async usageHourly(): Promise<HourlySeries> {
-    const oldest = Math.floor(this.now() / HOUR_MS) - USAGE_KEEP_HOURS;
-    return [...this.ledger.usage]
-      .filter(([h]) => h > oldest)
-      .map(([h, [p, r]]): [number, number, number] => [h, p, r])
-      .sort((a, b) => a[0] - b[0]);
+    return this.ledger.usageHourly(this.now());
   }
 
   /** Adds rejections the worker answered from its cache to the usage figures. */
   async countRejections(n: number): Promise<void> {
     this.ledger.count(this.now(), 0, n);
     this.persist();
-  }
-
-  private write(query: string, ...bindings: unknown[]): void {
-    storageStats.rowsWritten += this.ctx.storage.sql.exec(query, ...bindings).rowsWritten;
   }
 
   /**
@@ -239,12 +192,13 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
   private persist(): void {
     const L = this.ledger;
     // The top-keys index hears of changed figures at most once a minute (src/objects/directory/object.ts).
-    if (L.dirtyHours.size > 0) publishUsage(this.ctx, this.env, L.usage);
-    if (L.mustWrite) {
+    const usage = L.changedUsage();
+    if (usage) publishUsage(this.ctx, this.env, usage);
+    if (L.mustWrite()) {
       this.flush();
       return;
     }
-    if (this.flushScheduled || (L.dirty.size === 0 && L.dirtyHours.size === 0)) return;
+    if (this.flushScheduled || !L.hasChanges()) return;
     if (Date.now() - this.lastFlushAt >= FLUSH_MS) {
       this.flush();
       return;
@@ -260,42 +214,7 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
 
   /** Writes every changed counter and usage bucket; drops rows nothing needs any more. */
   flush(): void {
-    const L = this.ledger;
     this.lastFlushAt = Date.now();
-    L.mustWrite = false;
-    const now = this.now();
-    L.sweep(now);
-    for (const policy of L.dirty) {
-      const data = L.storedRow(policy, now);
-      // An upsert, not INSERT OR REPLACE: SQLite counts a replace as two rows written (billed).
-      if (data !== null) {
-        this.write(
-          `INSERT INTO counters (policy, data) VALUES (?, ?) ON CONFLICT(policy) DO UPDATE SET data = excluded.data`,
-          policy,
-          data,
-        );
-      } else this.write(`DELETE FROM counters WHERE policy = ?`, policy);
-    }
-    L.dirty.clear();
-    const oldest = Math.floor(now / HOUR_MS) - USAGE_KEEP_HOURS;
-    for (const hour of L.dirtyHours) {
-      const u = L.usage.get(hour);
-      if (u) {
-        this.write(
-          `INSERT INTO usage (hour, passed, rejected) VALUES (?, ?, ?)
-           ON CONFLICT(hour) DO UPDATE SET passed = excluded.passed, rejected = excluded.rejected`,
-          hour,
-          u[0],
-          u[1],
-        );
-      }
-    }
-    L.dirtyHours.clear();
-    for (const h of L.usage.keys()) {
-      if (h <= oldest) {
-        L.usage.delete(h);
-        this.write(`DELETE FROM usage WHERE hour = ?`, h);
-      }
-    }
+    this.storage.writeChanges(this.ledger.takeWrites(this.now()));
   }
 }

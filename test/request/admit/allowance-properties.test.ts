@@ -1,5 +1,5 @@
 /**
- * Property tests of the pure counting core (SPEC 10-11): the Ledger of src/objects/limiter/ledger/ledger.ts driven the way
+ * Property tests of the pure counting core (docs/algorithms.md#allowances): the Ledger of src/objects/limiter/ledger/ledger.ts driven the way
  * src/objects/limiter/object.ts drives it, and the isolate side of src/request/admit/allowances.ts driven the way
  * src/request/admit/admit.ts drives it, in a discrete-event simulation of true time without workerd objects.
  * Several isolates, each with its own clock (true time + a constant offset) and its own latency each

@@ -1,111 +1,44 @@
-import { fixedEnd } from "../../../algorithms/fixed-window.ts";
-import {
-  bookAt,
-  check,
-  consume,
-  initState,
-  isIdle,
-  type RateParams,
-  type RateState,
-  refund,
-  type Verdict,
-} from "../../../algorithms/index.ts";
-
-import { effectiveParams } from "../../../config/plans.ts";
+import { check, consume, initState, refund, type Verdict } from "../../../algorithms/index.ts";
 import {
   allowanceEligible,
   type Grant,
-  type GrantItem,
-  HOUR_MS,
+  type HourlySeries,
   type Outcome,
   type Override,
   type PolicyItem,
   type Receipt,
-  type UsageWindow,
   type UseReport,
 } from "../../../protocol.ts";
+import { Blocks } from "./blocks.ts";
+import { Counters } from "./counters.ts";
+import { Grants, type Sizing, sizeAllowance } from "./grants.ts";
+import { Leases, slotStanding, slotVerdict } from "./leases.ts";
+import { emptyRows, loadRow, type RowParts, storedRow } from "./rows.ts";
+import { Terms } from "./terms.ts";
+import { Usage, type UsageRow, type UsageTotals } from "./usage.ts";
+
+export { BLOCK_MS } from "./blocks.ts";
+export { MAX_ALLOWANCE_MS } from "./grants.ts";
 
 /**
- * The ledger of one Durable Object: every counter of its bucket, pure (the clock is passed in, no
- * I/O), so property tests drive it without workerd. The object loads it, calls it and writes
- * what it says must be written (src/objects/limiter/object.ts).
+ * The ledger of one Durable Object: every counter of its bucket, pure (the clock is passed to
+ * every call that needs it, no I/O), so property tests drive it without workerd. The object loads
+ * it, calls it and writes what it says must be written (src/objects/limiter/object.ts).
  *
- * One rule, used twice (docs/algorithms.md, "Pre-booking"): units booked at g for use until
- * g + D are counted as arriving at g + D, so they cover every real use in [g, g + D] whatever
- * happens to whoever holds them.
- * - A storage block: before the object admits from memory it durably books a block of units; its
- *   unused units are not counted in memory (the object knows its own uses exactly), but a
- *   restart loads the block as spent. So a restart loses nothing admitted (docs/design.md,
+ * One rule, used twice (docs/algorithms.md, "Pre-booking: one rule used twice"): units booked at g
+ * for use until g + D are counted as arriving at g + D, so they cover every real use in [g, g + D]
+ * whatever happens to whoever holds them.
+ * - A storage block (blocks.ts): before the object admits from memory it durably books a block of
+ *   units; a restart loads the block as spent. So a restart loses nothing admitted (docs/design.md,
  *   "Durability").
- * - An allowance: units granted to an isolate, counted in memory at their end until the isolate
- *   reports the real times of those it used (re-dated, rounded up) and gives back the rest.
+ * - An allowance (grants.ts): units granted to an isolate, counted in memory at their end until the
+ *   isolate reports the real times of those it used (re-dated, rounded up) and gives back the rest.
+ *
+ * Its parts, each with its own state: counters.ts (rate state per policy), blocks.ts, grants.ts,
+ * leases.ts (concurrency slots), terms.ts (overrides and plan: the parameters in force), usage.ts
+ * (hourly figures), rows.ts (the stored row format). This class composes them and remembers what
+ * changed since the last write.
  */
-
-/** Longest an allowance lasts; also the bound on how late an override or reset is seen. */
-export const MAX_ALLOWANCE_MS = 10_000;
-/** An allowance lasts a quarter of its tightest window (at most MAX_ALLOWANCE_MS)... */
-const ALLOWANCE_WINDOW_SHARE = 4;
-/** ...and is not worth granting for less than this. */
-const MIN_ALLOWANCE_MS = 20;
-/** An allowance is sized to last this many times the isolate's need at its recent rate. */
-const ALLOWANCE_HEADROOM = 1.5;
-/** An allowance never takes more than this share of a policy's room (1/2: half of what is left). */
-const ALLOWANCE_ROOM_SHARE = 2;
-/** A storage block is sized to last about this long at the policy's recent rate. */
-export const BLOCK_MS = 250;
-interface GrantRec {
-  /** The isolate holding it. */
-  holder: string;
-  /** Granted at (object clock). */
-  start: number;
-  /** Its units count as arriving here. */
-  end: number;
-  /** Requests neither reported used nor given back. */
-  left: number;
-  /** Units per request in this policy. */
-  cost: number;
-  /** Fixed window: the window it was granted in. */
-  win?: number;
-}
-
-/** A storage block of the object's own admissions (see the file's opening comment). */
-interface Block {
-  end: number;
-  /** Units not yet admitted from it. */
-  left: number;
-  units: number;
-  opened: number;
-  /** Fixed window: the window it was booked in. */
-  win?: number;
-}
-
-interface Row {
-  /** In memory: the exact count (real uses, plus allowances outstanding at their ends). */
-  state: RateState | null;
-  /** Concurrency leases: lease id -> expiry (ms since the epoch). */
-  leases: Map<string, number> | null;
-  /** Parameters last used with `state`. */
-  params?: RateParams;
-  /**
-   * Loaded from storage and not decided since: its stored `params` may be older than the ones in
-   * force (an override, plan or configuration that changed without the row being written), so it
-   * is never judged idle until a decision has read it with the current ones.
-   */
-  loaded?: boolean;
-  grants?: Map<string, GrantRec>;
-  block?: Block | null;
-  /** Recent rate of the object's own admissions, units per ms (sizes the next block). */
-  rate?: number;
-}
-
-/** A row as stored: the block is kept apart and counted as spent when loaded. */
-interface StoredRow {
-  state?: RateState;
-  leases?: [string, number][];
-  params?: RateParams;
-  grants?: [string, GrantRec][];
-  block?: { end: number; left: number; win?: number };
-}
 
 /** What every policy of one request decided, before anything is booked. */
 export interface Evaluation {
@@ -113,155 +46,97 @@ export interface Evaluation {
   outcomes: Outcome[];
 }
 
+/** What to write, as takeWrites hands it over. */
+export interface Writes {
+  /** Per changed policy: its row to store, or null to delete it (nothing of it needs keeping). */
+  counters: [string, string | null][];
+  /** Changed hours of the usage figures. */
+  usage: UsageRow[];
+  /** Hours past USAGE_KEEP_HOURS, to delete. */
+  expiredHours: number[];
+}
+
 export class Ledger {
-  readonly rows = new Map<string, Row>();
-  readonly overrides = new Map<string, Override>();
-  /** The plan this key was put on (PUT keys/plan); null: the configuration's defaultPlan. */
-  plan: string | null = null;
-  /** The clock of the call being served (a period policy's window depends on it). */
-  private t = 0;
-  /** Hour index -> [passed, rejected]. */
-  readonly usage = new Map<number, [number, number]>();
+  private readonly terms = new Terms();
+  private readonly counters = new Counters();
+  private readonly blocks = new Blocks();
+  private readonly grants = new Grants();
+  private readonly leases = new Leases();
+  private readonly usage = new Usage();
+  /** The parts a stored row holds (rows.ts). */
+  private readonly rows: RowParts = {
+    counters: this.counters,
+    blocks: this.blocks,
+    grants: this.grants,
+    leases: this.leases,
+  };
   /** Policies whose row changed since it was last written. */
-  readonly dirty = new Set<string>();
-  readonly dirtyHours = new Set<number>();
+  private readonly dirty = new Set<string>();
   /**
    * True when something changed that must be on disk before the answer that depends on it: a new
-   * storage block, an allowance, a concurrency slot. Cleared by the writer.
+   * storage block, an allowance, a concurrency slot. Cleared by takeWrites.
    */
-  mustWrite = false;
+  private must = false;
   /** Until then (object clock) a booking of a request that spans objects may still be undone. */
-  refundableUntil = 0;
+  private refundableUntil = 0;
 
-  // ---- loading and storing
+  // ---- loading
 
-  /**
-   * Loads a stored row; a storage block in it counts as wholly spent (the restart rule): its
-   * unused units as arriving at its end, like the used ones it already covered.
-   */
+  /** Loads a stored row (rows.ts loadRow: a storage block in it counts as wholly spent). */
   loadRow(policy: string, data: string): void {
-    const d = JSON.parse(data) as StoredRow;
-    const row: Row = { state: d.state ?? null, leases: d.leases ? new Map(d.leases) : null, loaded: true };
-    if (d.params) row.params = d.params;
-    if (d.grants && d.grants.length > 0) row.grants = new Map(d.grants);
-    const b = d.block;
-    if (b && b.left > 0 && row.state && d.params) {
-      const st = row.state;
-      if (st.algorithm === "sliding-window") bookAt(st, b.end, b.end, d.params, b.left);
-      // A fixed window's block only counts in the window it was booked in.
-      else if (st.algorithm === "fixed-window") {
-        if (st.s.start === b.win) st.s.count += b.left;
-      } else bookAt(st, st.s.at, b.end, d.params, b.left);
-    }
-    this.rows.set(policy, row);
+    loadRow(this.rows, policy, data);
   }
 
-  /** The row to store for `policy`, or null when nothing of it needs keeping (delete the row). */
-  storedRow(policy: string, now: number): string | null {
-    const r = this.rows.get(policy);
-    if (!r) return null;
-    this.expireGrants(r, now);
-    const leases = r.leases && r.leases.size > 0 ? [...r.leases] : undefined;
-    const grants = r.grants && r.grants.size > 0 ? [...r.grants] : undefined;
-    const b = r.block && r.block.left > 0 && r.block.end >= now ? r.block : undefined;
-    const state = r.state && (grants || b || !this.idle(r, now)) ? r.state : undefined;
-    if (!leases && !state) {
-      this.rows.delete(policy);
-      return null;
-    }
-    const out: StoredRow = { state, leases, grants };
-    if (r.params) out.params = r.params;
-    if (b) out.block = b.win === undefined ? { end: b.end, left: b.left } : { end: b.end, left: b.left, win: b.win };
-    return JSON.stringify(out);
+  loadUsage(hour: number, passed: number, rejected: number): void {
+    this.usage.load(hour, passed, rejected);
   }
 
-  /**
-   * Marks rows that hold nothing any more (windows passed, no slot, allowance or block) dirty, so
-   * the next write deletes them: a key's storage shrinks back to nothing when it goes quiet.
-   */
-  sweep(now: number): void {
-    for (const [policy, r] of this.rows) {
-      if (this.dirty.has(policy) || (r.leases && r.leases.size > 0)) continue;
-      this.expireGrants(r, now);
-      if (
-        (!r.grants || r.grants.size === 0) &&
-        !(r.block && r.block.left > 0 && r.block.end >= now) &&
-        this.idle(r, now)
-      ) {
-        this.dirty.add(policy);
-      }
-    }
+  // ---- terms: overrides and plan
+
+  /** A custom limit for one policy of this key, in force from the next call. */
+  setOverride(policy: string, o: Override): void {
+    this.terms.setOverride(policy, o);
   }
 
-  private idle(r: Row, now: number): boolean {
-    // Without the parameters in force (a row loaded but not decided since) it cannot tell: keep it.
-    return r.state !== null && r.params !== undefined && !r.loaded && isIdle(r.state, now, r.params);
+  /** Returns whether there was one. */
+  deleteOverride(policy: string): boolean {
+    return this.terms.deleteOverride(policy);
   }
 
-  // ---- parameters and rows
-
-  /** The limit and window in force: override > plan > policy (src/config/plans.ts). */
-  params(item: PolicyItem): RateParams {
-    return effectiveParams(item, this.plan, this.overrides.get(item.policy), this.t);
+  overrides(): Record<string, Override> {
+    return this.terms.allOverrides();
   }
 
-  private row(policy: string): Row {
-    let r = this.rows.get(policy);
-    if (!r) {
-      r = { state: null, leases: null };
-      this.rows.set(policy, r);
-    }
-    return r;
+  /** The plan this key was put on (PUT keys/plan); null: the configuration's defaultPlan. */
+  setPlan(name: string | null): void {
+    this.terms.setPlan(name);
   }
 
-  private rateState(item: PolicyItem): RateState {
-    const r = this.row(item.policy);
-    // A policy whose algorithm changed in configuration starts afresh.
-    if (!r.state || r.state.algorithm !== item.algorithm) {
-      r.state = initState(item.algorithm);
-      r.grants = undefined;
-      r.block = null;
-    }
-    return r.state;
-  }
-
-  private liveLeases(policy: string, now: number): Map<string, number> {
-    const r = this.row(policy);
-    if (!r.leases) r.leases = new Map();
-    for (const [id, exp] of r.leases) if (exp <= now) r.leases.delete(id);
-    return r.leases;
+  plan(): string | null {
+    return this.terms.planName();
   }
 
   // ---- deciding and admitting
 
   /** Decides one request for every item, consuming nothing. */
   evaluate(items: readonly PolicyItem[], now: number): Evaluation {
-    this.t = now;
     const outcomes: Outcome[] = [];
     let allowed = true;
     for (const item of items) {
+      const p = this.terms.params(item, now);
       let v: Verdict;
-      let limit: number;
       let windowMs = 0;
       if (item.kind === "concurrency") {
-        limit = this.params(item).limit;
-        const held = this.liveLeases(item.policy, now).size;
-        v =
-          held + 1 <= limit
-            ? { allowed: true, remaining: limit - held - 1, resetMs: 1000, retryAfterMs: 0 }
-            : { allowed: false, remaining: 0, resetMs: 1000, retryAfterMs: 1000 };
+        this.counters.touch(item.policy);
+        v = slotVerdict(this.leases.count(item.policy, now), p.limit);
       } else {
-        const p = this.params(item);
-        limit = p.limit;
         windowMs = p.windowMs;
         const state = this.rateState(item);
-        const r = this.row(item.policy);
-        r.params = p;
-        r.loaded = false;
+        this.counters.use(item.policy, p);
         v = check(state, now, p, item.cost);
       }
       if (!v.allowed && item.mode === "enforce") allowed = false;
-      outcomes.push({ ...v, policy: item.policy, kind: item.kind, mode: item.mode, limit, windowMs });
+      outcomes.push({ ...v, policy: item.policy, kind: item.kind, mode: item.mode, limit: p.limit, windowMs });
     }
     return { allowed, outcomes };
   }
@@ -271,236 +146,123 @@ export class Ledger {
    * it), from the storage block of each rate policy, opening a new block where needed.
    */
   book(items: readonly PolicyItem[], d: Evaluation, now: number, leaseId: string, leaseMs: number): Receipt {
-    this.t = now;
     const receipt: Receipt = { bookings: [] };
     items.forEach((item, i) => {
       const o = d.outcomes[i] as Outcome;
       if (!o.allowed) return;
       if (item.kind === "concurrency") {
-        this.liveLeases(item.policy, now).set(leaseId, now + leaseMs);
+        this.counters.touch(item.policy);
+        this.leases.take(item.policy, leaseId, now, now + leaseMs);
         receipt.leaseId = leaseId;
         // A slot is admitted: it must survive a restart, so it is written before the answer.
-        this.mustWrite = true;
+        this.must = true;
       } else {
-        const p = this.params(item);
+        const p = this.terms.params(item, now);
         const state = this.rateState(item);
         const at = consume(state, now, p, item.cost);
         receipt.bookings.push({ policy: item.policy, at, cost: item.cost });
-        this.cover(this.row(item.policy), state, p, now, item.cost, o.remaining + item.cost);
+        // A new block must be on disk before the answer.
+        if (this.blocks.cover(item.policy, state, p, now, item.cost, o.remaining + item.cost)) this.must = true;
       }
       this.dirty.add(item.policy);
     });
     return receipt;
   }
 
-  /**
-   * Takes `cost` units of the object's own admission out of the policy's storage block, or books a
-   * new block first (mustWrite: it reaches disk before the answer). A block holds about BLOCK_MS
-   * of the policy's recent rate, never more than half the room the request found (`room`, its own
-   * cost included) unless that is under its cost, so after a restart its unused units cost at most
-   * half of what was left.
-   */
-  private cover(r: Row, state: RateState, p: RateParams, now: number, cost: number, room: number): void {
-    const b = r.block;
-    const win = state.algorithm === "fixed-window" ? state.s.start : undefined;
-    if (b && b.left >= cost && now <= b.end && b.win === win) {
-      b.left -= cost;
-      return;
-    }
-    if (b) {
-      const used = b.units - b.left;
-      r.rate = ((r.rate ?? 0) + used / Math.max(1, now - b.opened)) / 2;
-    }
-    // At most half the room: a restart never costs a key more than half of what it had left.
-    const units = Math.max(cost, Math.min(Math.floor(room / 2), Math.ceil((r.rate ?? 0) * BLOCK_MS)));
-    // A block of just this request is used up at once: it ends now, so a restart dates it exactly.
-    let end = units === cost ? now : now + BLOCK_MS;
-    if (win !== undefined) end = Math.min(end, fixedEnd(win, p) - 1);
-    r.block = { end, left: units - cost, units, opened: now };
-    if (win !== undefined) r.block.win = win;
-    this.mustWrite = true;
-  }
-
   /** Undoes an admission another object's rejection voided. Its block units stay spent. */
-  undo(items: readonly PolicyItem[], receipt: Receipt): void {
+  undo(items: readonly PolicyItem[], receipt: Receipt, now: number): void {
     for (const b of receipt.bookings) {
       const item = items.find((i) => i.policy === b.policy);
-      const state = this.rows.get(b.policy)?.state;
+      const state = this.counters.state(b.policy);
       if (!item || !state) continue;
-      refund(state, this.params(item), b.at, b.cost);
+      refund(state, this.terms.params(item, now), b.at, b.cost);
       this.dirty.add(b.policy);
     }
     if (receipt.leaseId) this.release(receipt.leaseId);
   }
 
+  /** Remembers that a booking made now may be undone until `until` (a request spanning objects). */
+  noteRefundable(until: number): void {
+    this.refundableUntil = Math.max(this.refundableUntil, until);
+  }
+
+  /** True while an undo may still free room (a rejection then is not cacheable). */
+  mayBeUndone(now: number): boolean {
+    return now < this.refundableUntil;
+  }
+
   /** Gives back every concurrency slot held under `leaseId`. */
   release(leaseId: string): void {
-    for (const [policy, r] of this.rows) {
-      if (r.leases?.delete(leaseId)) this.dirty.add(policy);
-    }
+    for (const policy of this.leases.release(leaseId)) this.dirty.add(policy);
   }
 
   /** Extends every slot held under `leaseId` to `leaseMs` from now (a long-streaming response). */
   extendLease(leaseId: string, now: number, leaseMs: number): void {
-    for (const [policy, r] of this.rows) {
-      if (r.leases?.has(leaseId)) {
-        r.leases.set(leaseId, now + leaseMs);
-        this.dirty.add(policy);
-        // A longer hold must survive a restart as the first one did.
-        this.mustWrite = true;
-      }
+    for (const policy of this.leases.extend(leaseId, now + leaseMs)) {
+      this.dirty.add(policy);
+      // A longer hold must survive a restart as the first one did.
+      this.must = true;
     }
   }
 
-  // ---- allowances
+  // ---- allowances (grants.ts)
 
   /**
-   * Grants `holder` an allowance for requests of exactly these items, sized to its recent rate
-   * (`ratePerSec`, requests per second) and to at most half the room each policy has left; none
-   * when that is under one request (near the limit every request asks the object). Booked at its
-   * end in every policy, and mustWrite: it reaches disk before the isolate can use it.
+   * Grants `holder` an allowance for requests of exactly these items (sizeAllowance says how many
+   * and for how long), or null. Booked at its end in every policy, and it must be written: it
+   * reaches disk before the isolate can use it.
    */
   grant(items: readonly PolicyItem[], now: number, holder: string, ratePerSec: number, id: string): Grant | null {
     if (!allowanceEligible(items)) return null;
-    this.t = now;
-    let durationMs = MAX_ALLOWANCE_MS;
-    let requests = Number.POSITIVE_INFINITY;
-    for (const item of items) {
-      const p = this.params(item);
-      const state = this.rateState(item);
-      durationMs = Math.min(durationMs, Math.floor(p.windowMs / ALLOWANCE_WINDOW_SHARE));
-      // A fixed window's allowance never spans its boundary.
-      if (state.algorithm === "fixed-window") {
-        check(state, now, p, 0); // rolls to the window `now` is in
-        durationMs = Math.min(durationMs, fixedEnd(state.s.start, p) - 1 - now);
-      }
-      const room = check(state, now, p, 0).remaining;
-      requests = Math.min(requests, Math.floor(room / (ALLOWANCE_ROOM_SHARE * item.cost)));
-    }
-    if (durationMs < MIN_ALLOWANCE_MS) return null;
-    // A key too quiet to need one request within the allowance's time gets none: it asks each time.
-    requests = Math.min(requests, Math.floor((ratePerSec * durationMs * ALLOWANCE_HEADROOM) / 1000));
-    if (!(requests >= 1)) return null;
-    const end = now + durationMs;
-    const out: GrantItem[] = [];
-    for (const item of items) {
-      const p = this.params(item);
-      const r = this.row(item.policy);
-      const state = r.state as RateState;
-      r.params = p;
-      r.loaded = false;
-      bookAt(state, now, end, p, requests * item.cost);
-      r.grants ??= new Map();
-      const rec: GrantRec = { holder, start: now, end, left: requests, cost: item.cost };
-      if (state.algorithm === "fixed-window") rec.win = state.s.start;
-      r.grants.set(id, rec);
-      let own = 0;
-      for (const g of r.grants.values()) if (g.holder === holder) own += g.left * g.cost;
-      const after = check(state, now, p, 0);
-      out.push({
-        policy: item.policy,
-        limit: p.limit,
-        windowMs: p.windowMs,
-        remaining: Math.max(0, Math.min(p.limit, after.remaining + own)),
-        resetMs: after.resetMs,
-      });
-      this.dirty.add(item.policy);
-    }
-    this.mustWrite = true;
-    return { id, requests, at: now, durationMs, items: out };
+    const sizing: Sizing[] = items.map((item) => ({
+      item,
+      p: this.terms.params(item, now),
+      state: this.rateState(item),
+    }));
+    const size = sizeAllowance(sizing, now, ratePerSec);
+    if (!size) return null;
+    const end = now + size.durationMs;
+    const out = sizing.map((s) => {
+      this.counters.use(s.item.policy, s.p);
+      this.dirty.add(s.item.policy);
+      return this.grants.grant(s, id, holder, now, end, size.requests);
+    });
+    this.must = true;
+    return { id, requests: size.requests, at: now, durationMs: size.durationMs, items: out };
   }
 
-  /**
-   * Applies an isolate's reports: each use is re-dated from its allowance's end to its real time
-   * (at most the end), and unused requests are given back. Reports may come in any order and
-   * each use is reported once; an allowance is forgotten when nothing of it is left.
-   */
+  /** Applies an isolate's reports of its allowances (Grants.report). */
   report(reports: readonly UseReport[]): void {
     if (reports.length === 0) return;
-    for (const [policy, r] of this.rows) {
-      if (!r.grants || !r.state || !r.params) continue;
-      for (const rep of reports) {
-        const g = r.grants.get(rep.id);
-        if (!g) continue;
-        const state = r.state;
-        const p = r.params;
-        for (const [offset, n] of rep.uses) {
-          if (n <= 0) continue;
-          const t = Math.min(g.end, g.start + Math.max(0, Math.ceil(offset)));
-          if (state.algorithm === "sliding-window" && t < g.end) {
-            // Only what is still counted at the end is moved (nothing, if the end has expired).
-            const moved = refund(state, p, g.end, n * g.cost);
-            if (moved > 0) bookAt(state, t, t, p, moved);
-          }
-          g.left -= n;
-        }
-        if (rep.unused > 0) {
-          const n = Math.min(rep.unused, g.left);
-          if (state.algorithm !== "token-bucket") refund(state, p, g.win ?? g.end, n * g.cost);
-          g.left -= n;
-        }
-        if (g.left <= 0) r.grants.delete(rep.id);
-        this.dirty.add(policy);
-      }
-    }
-  }
-
-  /** Forgets allowances whose units can no longer count in any window. */
-  private expireGrants(r: Row, now: number): void {
-    if (!r.grants || !r.params || !r.state) return;
-    const state = r.state;
-    for (const [id, g] of r.grants) {
-      const gone =
-        state.algorithm === "fixed-window"
-          ? state.s.start !== g.win && now >= fixedEnd(g.win as number, r.params)
-          : g.end + r.params.windowMs <= now;
-      if (gone) r.grants.delete(id);
+    for (const policy of this.grants.policies()) {
+      const state = this.counters.state(policy);
+      const p = this.counters.params(policy);
+      if (state && p && this.grants.report(policy, state, p, reports)) this.dirty.add(policy);
     }
   }
 
   /** Units of `policy` outstanding in `holder`'s allowances (granted, neither reported nor given back). */
   heldBy(policy: string, holder: string): number {
-    const g = this.rows.get(policy)?.grants;
-    let n = 0;
-    if (g) for (const rec of g.values()) if (rec.holder === holder) n += rec.left * rec.cost;
-    return n;
+    return this.grants.heldBy(policy, holder);
   }
 
   /** True when some allowance of `policy` is outstanding: room can come back before Retry-After. */
   hasOutstanding(policy: string): boolean {
-    const g = this.rows.get(policy)?.grants;
-    if (!g) return false;
-    for (const rec of g.values()) if (rec.left > 0) return true;
-    return false;
+    return this.grants.hasOutstanding(policy);
   }
 
-  // ---- reading, overrides, resets
+  // ---- reading, resets
 
   /** The current standing of each policy, consuming nothing. */
   peek(items: readonly PolicyItem[], now: number): Outcome[] {
-    this.t = now;
     return items.map((item) => {
+      const p = this.terms.params(item, now);
+      const o = { policy: item.policy, kind: item.kind, mode: item.mode };
       if (item.kind === "concurrency") {
-        const limit = this.params(item).limit;
-        const held = this.liveLeases(item.policy, now).size;
-        return {
-          policy: item.policy,
-          kind: item.kind,
-          mode: item.mode,
-          limit,
-          windowMs: 0,
-          allowed: held < limit,
-          remaining: Math.max(0, limit - held),
-          resetMs: 1000,
-          retryAfterMs: 0,
-        };
+        this.counters.touch(item.policy);
+        return { ...o, limit: p.limit, windowMs: 0, ...slotStanding(this.leases.count(item.policy, now), p.limit) };
       }
-      const p = this.params(item);
-      // Checked on a copy: peeking must not even prune.
-      const state = structuredClone(this.rows.get(item.policy)?.state ?? initState(item.algorithm));
-      const v = check(state.algorithm === item.algorithm ? state : initState(item.algorithm), now, p, 1);
-      const remaining = v.allowed ? v.remaining + 1 : v.remaining;
-      return { ...v, remaining, policy: item.policy, kind: item.kind, mode: item.mode, ...p };
+      return { ...this.counters.standing(item, p, now), ...o, ...p };
     });
   }
 
@@ -509,61 +271,81 @@ export class Ledger {
    * holders report: they may still be used, and each use must stay covered.
    */
   resetCounters(now: number): void {
-    for (const [policy, r] of this.rows) {
-      r.leases = null;
-      r.block = null;
-      if (r.state && r.params && r.grants && r.grants.size > 0) {
-        const fresh = initState(r.state.algorithm);
-        for (const g of r.grants.values()) if (g.left > 0) bookAt(fresh, now, g.end, r.params, g.left * g.cost);
-        r.state = fresh;
+    for (const policy of this.counters.policies()) {
+      this.blocks.close(policy);
+      const state = this.counters.state(policy);
+      const p = this.counters.params(policy);
+      if (state && p && this.grants.any(policy)) {
+        const fresh = initState(state.algorithm);
+        this.grants.rebook(policy, fresh, p, now);
+        this.counters.replace(policy, fresh);
       } else {
-        r.state = null;
-        r.grants = undefined;
+        this.counters.replace(policy, null);
+        this.grants.drop(policy);
       }
       this.dirty.add(policy);
     }
-    this.mustWrite = true;
+    this.leases.clear();
+    this.must = true;
   }
 
-  // ---- usage
+  // ---- usage figures (usage.ts)
 
   count(now: number, passed: number, rejected: number): void {
-    if (passed === 0 && rejected === 0) return;
-    const hour = Math.floor(now / HOUR_MS);
-    let u = this.usage.get(hour);
-    if (!u) {
-      u = [0, 0];
-      this.usage.set(hour, u);
-    }
-    u[0] += passed;
-    u[1] += rejected;
-    this.dirtyHours.add(hour);
+    this.usage.count(now, passed, rejected);
   }
 
   /** Moves one pass of this hour to the rejected column (a request another object refused). */
   recountRejected(now: number): void {
-    const hour = Math.floor(now / HOUR_MS);
-    const u = this.usage.get(hour);
-    if (u && u[0] > 0) {
-      u[0]--;
-      u[1]++;
-      this.dirtyHours.add(hour);
-    }
+    this.usage.recountRejected(now);
   }
 
-  usageTotals(now: number): Record<"24h" | "7d" | "30d", UsageWindow> {
-    const hour = Math.floor(now / HOUR_MS);
-    const sum = (hours: number): UsageWindow => {
-      let passed = 0;
-      let rejected = 0;
-      for (const [h, [p, r]] of this.usage) {
-        if (h > hour - hours) {
-          passed += p;
-          rejected += r;
-        }
-      }
-      return { passed, rejected };
-    };
-    return { "24h": sum(24), "7d": sum(24 * 7), "30d": sum(24 * 30) };
+  usageTotals(now: number): UsageTotals {
+    return this.usage.totals(now);
+  }
+
+  usageHourly(now: number): HourlySeries {
+    return this.usage.hourly(now);
+  }
+
+  /** Every hourly figure, when some changed since the last write (for the top-keys index); else null. */
+  changedUsage(): ReadonlyMap<number, [number, number]> | null {
+    return this.usage.changed() ? this.usage.figures() : null;
+  }
+
+  // ---- writing
+
+  /** True when something must be on disk before the answer that depends on it. */
+  mustWrite(): boolean {
+    return this.must;
+  }
+
+  /** True when anything changed since the last write (rows or usage figures). */
+  hasChanges(): boolean {
+    return this.dirty.size > 0 || this.usage.changed();
+  }
+
+  /**
+   * What to write now: every changed row (a row that holds nothing any more is deleted, so a key's
+   * storage shrinks back to nothing when it goes quiet), changed usage hours and expired ones. The
+   * ledger then counts everything as written.
+   */
+  takeWrites(now: number): Writes {
+    this.must = false;
+    for (const policy of emptyRows(this.rows, this.dirty, now)) this.dirty.add(policy);
+    const counters: [string, string | null][] = [];
+    for (const policy of this.dirty) counters.push([policy, storedRow(this.rows, policy, now)]);
+    this.dirty.clear();
+    return { counters, usage: this.usage.takeChanged(), expiredHours: this.usage.dropExpired(now) };
+  }
+
+  /** The rate state of `item`; a fresh one (algorithm changed) forgets the old one's block and allowances. */
+  private rateState(item: PolicyItem) {
+    const { state, fresh } = this.counters.open(item);
+    if (fresh) {
+      this.grants.drop(item.policy);
+      this.blocks.close(item.policy);
+    }
+    return state;
   }
 }
