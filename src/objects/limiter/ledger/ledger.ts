@@ -1,4 +1,4 @@
-import { check, consume, initState, refund, type Verdict } from "../../../algorithms/index.ts";
+import { check, consume, refund, type Verdict } from "../../../algorithms/index.ts";
 import {
   allowanceEligible,
   type Grant,
@@ -9,11 +9,9 @@ import {
   type Receipt,
   type UseReport,
 } from "../../../protocol.ts";
-import { Blocks } from "./blocks.ts";
-import { Counters } from "./counters.ts";
-import { Grants, type Sizing, sizeAllowance } from "./grants.ts";
-import { Leases, slotStanding, slotVerdict } from "./leases.ts";
-import { emptyRows, loadRow, type RowParts, storedRow } from "./rows.ts";
+import { type Sizing, sizeAllowance } from "./grants.ts";
+import { slotStanding, slotVerdict } from "./leases.ts";
+import { Rows } from "./rows.ts";
 import { Terms } from "./terms.ts";
 import { Usage, type UsageRow, type UsageTotals } from "./usage.ts";
 
@@ -27,17 +25,11 @@ export { MAX_ALLOWANCE_MS } from "./grants.ts";
  *
  * One rule, used twice (docs/algorithms.md, "Pre-booking: one rule used twice"): units booked at g
  * for use until g + D are counted as arriving at g + D, so they cover every real use in [g, g + D]
- * whatever happens to whoever holds them.
- * - A storage block (blocks.ts): before the object admits from memory it durably books a block of
- *   units; a restart loads the block as spent. So a restart loses nothing admitted (docs/design.md,
- *   "Durability").
- * - An allowance (grants.ts): units granted to an isolate, counted in memory at their end until the
- *   isolate reports the real times of those it used (re-dated, rounded up) and gives back the rest.
+ * whatever happens to whoever holds them: a storage block (blocks.ts) and an allowance (grants.ts).
  *
- * Its parts, each with its own state: counters.ts (rate state per policy), blocks.ts, grants.ts,
- * leases.ts (concurrency slots), terms.ts (overrides and plan: the parameters in force), usage.ts
- * (hourly figures), rows.ts (the stored row format). This class composes them and remembers what
- * changed since the last write.
+ * This class composes parts that each keep their own state: terms.ts (overrides and plan: the
+ * parameters in force), usage.ts (hourly figures), and rows.ts, what one stored row holds per
+ * policy (counters.ts, blocks.ts, grants.ts, leases.ts), the row format and what changed.
  */
 
 /** What every policy of one request decided, before anything is booked. */
@@ -58,35 +50,24 @@ export interface Writes {
 
 export class Ledger {
   private readonly terms = new Terms();
-  private readonly counters = new Counters();
-  private readonly blocks = new Blocks();
-  private readonly grants = new Grants();
-  private readonly leases = new Leases();
   private readonly usage = new Usage();
-  /** The parts a stored row holds (rows.ts). */
-  private readonly rows: RowParts = {
-    counters: this.counters,
-    blocks: this.blocks,
-    grants: this.grants,
-    leases: this.leases,
-  };
-  /** Policies whose row changed since it was last written. */
-  private readonly dirty = new Set<string>();
-  /**
-   * True when something changed that must be on disk before the answer that depends on it: a new
-   * storage block, an allowance, a concurrency slot. Cleared by takeWrites.
-   */
-  private must = false;
+  /** The per-policy parts (rows.ts), and what changed in them since the last write. */
+  private readonly rows = new Rows();
+  private readonly counters = this.rows.counters;
+  private readonly blocks = this.rows.blocks;
+  private readonly grants = this.rows.grants;
+  private readonly leases = this.rows.leases;
   /** Until then (object clock) a booking of a request that spans objects may still be undone. */
   private refundableUntil = 0;
 
   // ---- loading
 
-  /** Loads a stored row (rows.ts loadRow: a storage block in it counts as wholly spent). */
+  /** Loads a stored row (Rows.load: a storage block in it counts as wholly spent). */
   loadRow(policy: string, data: string): void {
-    loadRow(this.rows, policy, data);
+    this.rows.load(policy, data);
   }
 
+  /** Loads a stored hour of the usage figures. */
   loadUsage(hour: number, passed: number, rejected: number): void {
     this.usage.load(hour, passed, rejected);
   }
@@ -131,7 +112,7 @@ export class Ledger {
         v = slotVerdict(this.leases.count(item.policy, now), p.limit);
       } else {
         windowMs = p.windowMs;
-        const state = this.rateState(item);
+        const state = this.rows.rateState(item);
         this.counters.use(item.policy, p);
         v = check(state, now, p, item.cost);
       }
@@ -155,16 +136,16 @@ export class Ledger {
         this.leases.take(item.policy, leaseId, now, now + leaseMs);
         receipt.leaseId = leaseId;
         // A slot is admitted: it must survive a restart, so it is written before the answer.
-        this.must = true;
+        this.rows.changed(item.policy, true);
       } else {
         const p = this.terms.params(item, now);
-        const state = this.rateState(item);
+        const state = this.rows.rateState(item);
         const at = consume(state, now, p, item.cost);
         receipt.bookings.push({ policy: item.policy, at, cost: item.cost });
         // A new block must be on disk before the answer.
-        if (this.blocks.cover(item.policy, state, p, now, item.cost, o.remaining + item.cost)) this.must = true;
+        const opened = this.blocks.cover(item.policy, state, p, now, item.cost, o.remaining + item.cost);
+        this.rows.changed(item.policy, opened);
       }
-      this.dirty.add(item.policy);
     });
     return receipt;
   }
@@ -176,7 +157,7 @@ export class Ledger {
       const state = this.counters.state(b.policy);
       if (!item || !state) continue;
       refund(state, this.terms.params(item, now), b.at, b.cost);
-      this.dirty.add(b.policy);
+      this.rows.changed(b.policy);
     }
     if (receipt.leaseId) this.release(receipt.leaseId);
   }
@@ -193,41 +174,36 @@ export class Ledger {
 
   /** Gives back every concurrency slot held under `leaseId`. */
   release(leaseId: string): void {
-    for (const policy of this.leases.release(leaseId)) this.dirty.add(policy);
+    for (const policy of this.leases.release(leaseId)) this.rows.changed(policy);
   }
 
   /** Extends every slot held under `leaseId` to `leaseMs` from now (a long-streaming response). */
   extendLease(leaseId: string, now: number, leaseMs: number): void {
-    for (const policy of this.leases.extend(leaseId, now + leaseMs)) {
-      this.dirty.add(policy);
-      // A longer hold must survive a restart as the first one did.
-      this.must = true;
-    }
+    // A longer hold must survive a restart as the first one did.
+    for (const policy of this.leases.extend(leaseId, now + leaseMs)) this.rows.changed(policy, true);
   }
 
   // ---- allowances (grants.ts)
 
   /**
-   * Grants `holder` an allowance for requests of exactly these items (sizeAllowance says how many
-   * and for how long), or null. Booked at its end in every policy, and it must be written: it
-   * reaches disk before the isolate can use it.
+   * Grants `holder` an allowance for requests of exactly these items (sizeAllowance: how many, how
+   * long), or null. Booked at its end in every policy; on disk before the isolate can use it.
    */
   grant(items: readonly PolicyItem[], now: number, holder: string, ratePerSec: number, id: string): Grant | null {
     if (!allowanceEligible(items)) return null;
     const sizing: Sizing[] = items.map((item) => ({
       item,
       p: this.terms.params(item, now),
-      state: this.rateState(item),
+      state: this.rows.rateState(item),
     }));
     const size = sizeAllowance(sizing, now, ratePerSec);
     if (!size) return null;
     const end = now + size.durationMs;
     const out = sizing.map((s) => {
       this.counters.use(s.item.policy, s.p);
-      this.dirty.add(s.item.policy);
+      this.rows.changed(s.item.policy, true);
       return this.grants.grant(s, id, holder, now, end, size.requests);
     });
-    this.must = true;
     return { id, requests: size.requests, at: now, durationMs: size.durationMs, items: out };
   }
 
@@ -237,7 +213,7 @@ export class Ledger {
     for (const policy of this.grants.policies()) {
       const state = this.counters.state(policy);
       const p = this.counters.params(policy);
-      if (state && p && this.grants.report(policy, state, p, reports)) this.dirty.add(policy);
+      if (state && p && this.grants.report(policy, state, p, reports)) this.rows.changed(policy);
     }
   }
 
@@ -271,22 +247,7 @@ export class Ledger {
    * holders report: they may still be used, and each use must stay covered.
    */
   resetCounters(now: number): void {
-    for (const policy of this.counters.policies()) {
-      this.blocks.close(policy);
-      const state = this.counters.state(policy);
-      const p = this.counters.params(policy);
-      if (state && p && this.grants.any(policy)) {
-        const fresh = initState(state.algorithm);
-        this.grants.rebook(policy, fresh, p, now);
-        this.counters.replace(policy, fresh);
-      } else {
-        this.counters.replace(policy, null);
-        this.grants.drop(policy);
-      }
-      this.dirty.add(policy);
-    }
-    this.leases.clear();
-    this.must = true;
+    this.rows.reset(now);
   }
 
   // ---- usage figures (usage.ts)
@@ -317,35 +278,23 @@ export class Ledger {
 
   /** True when something must be on disk before the answer that depends on it. */
   mustWrite(): boolean {
-    return this.must;
+    return this.rows.mustWrite();
   }
 
   /** True when anything changed since the last write (rows or usage figures). */
   hasChanges(): boolean {
-    return this.dirty.size > 0 || this.usage.changed();
+    return this.rows.hasChanges() || this.usage.changed();
   }
 
   /**
-   * What to write now: every changed row (a row that holds nothing any more is deleted, so a key's
-   * storage shrinks back to nothing when it goes quiet), changed usage hours and expired ones. The
-   * ledger then counts everything as written.
+   * What to write now: changed rows (Rows.take: a row that holds nothing any more is deleted),
+   * changed usage hours and expired ones. Then nothing counts as changed.
    */
   takeWrites(now: number): Writes {
-    this.must = false;
-    for (const policy of emptyRows(this.rows, this.dirty, now)) this.dirty.add(policy);
-    const counters: [string, string | null][] = [];
-    for (const policy of this.dirty) counters.push([policy, storedRow(this.rows, policy, now)]);
-    this.dirty.clear();
-    return { counters, usage: this.usage.takeChanged(), expiredHours: this.usage.dropExpired(now) };
-  }
-
-  /** The rate state of `item`; a fresh one (algorithm changed) forgets the old one's block and allowances. */
-  private rateState(item: PolicyItem) {
-    const { state, fresh } = this.counters.open(item);
-    if (fresh) {
-      this.grants.drop(item.policy);
-      this.blocks.close(item.policy);
-    }
-    return state;
+    return {
+      counters: this.rows.take(now),
+      usage: this.usage.takeChanged(),
+      expiredHours: this.usage.dropExpired(now),
+    };
   }
 }
