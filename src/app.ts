@@ -2,8 +2,9 @@ import { Hono, type MiddlewareHandler } from "hono";
 import { requestId } from "hono/request-id";
 import { handleAdmin, isAdminPath } from "./admin/admin.ts";
 import { ConfigError, loadConfig, type SluiceConfig } from "./config/config.ts";
-import { mutableHeaders, type SluiceVariables, sluice } from "./middleware/sluice.ts";
+import { type SluiceVariables, sluice } from "./middleware/sluice.ts";
 import { forward, validateOriginUrl } from "./request/proxy.ts";
+import { mutableHeaders } from "./request/respond/respond.ts";
 import { renderError, SluiceError } from "./util/errors.ts";
 import { urlOf } from "./util/url.ts";
 

@@ -19,12 +19,11 @@ import {
   perKeyName,
   shardName,
 } from "../protocol.ts";
-import { reportNow } from "../request/admit/admit.ts";
-import { allowances } from "../request/admit/allowances.ts";
-import { blockedCache } from "../request/admit/blocked-cache.ts";
+import { forgetKey, sendReports } from "../request/admit/calls.ts";
 import { keyIdOf, resolveIdentity } from "../request/identify/identity.ts";
-import { itemOf } from "../request/match/policies.ts";
+import { itemOf } from "../request/match/buckets.ts";
 import { ceilSeconds } from "../request/respond/headers.ts";
+import { bearerCredential } from "../util/bearer.ts";
 import { clock } from "../util/clock.ts";
 import { renderError, SluiceError } from "../util/errors.ts";
 import { logEvent } from "../util/log.ts";
@@ -64,8 +63,7 @@ const encoder = new TextEncoder();
 
 /** Compares the bearer token with the secret in constant time (both hashed to equal length). */
 async function tokenMatches(header: string | undefined, secret: string): Promise<boolean> {
-  const m = header ? /^Bearer[ \t]+(\S+)\s*$/i.exec(header) : null;
-  const given = m ? (m[1] as string) : "";
+  const given = bearerCredential(header) ?? "";
   const [a, b] = await Promise.all([
     crypto.subtle.digest("SHA-256", encoder.encode(given)),
     crypto.subtle.digest("SHA-256", encoder.encode(secret)),
@@ -169,9 +167,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     const stub = stubFor(c.env, keyId);
     // Rejections this isolate answered from its cache, and requests it admitted from allowances,
     // that it has not reported yet count too.
-    const unreported = blockedCache.takeUnreported(perKeyName(keyId));
-    if (unreported > 0) await stub.countRejections(unreported);
-    await reportNow(stub, perKeyName(keyId), true);
+    await sendReports(stub, perKeyName(keyId), true);
     const [outcomes, usage, overrides, assigned, hourly] = await Promise.all([
       stub.peek(policies.map(itemOf)),
       stub.usageTotals(),
@@ -254,8 +250,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     if (issues.length > 0) throw badRequest(issues);
     const stub = stubFor(c.env, keyId);
     await stub.setOverride(policy.name, override);
-    blockedCache.clear();
-    allowances.retireObject(perKeyName(keyId));
+    forgetKey(perKeyName(keyId));
     logEvent("sluice.override_set", { keyId, policy: policy.name, ...override });
     // What is in force now: the override over the key's plan over the policy.
     const p = effectiveParams(itemOf(policy), await stub.getPlan(), override, clock.now());
@@ -271,8 +266,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     if (!parsed.success) throw badRequest(zodIssues(parsed.error));
     const keyId = await keyIdFrom(parsed.data.key, parsed.data.keyId);
     const removed = await stubFor(c.env, keyId).deleteOverride(parsed.data.policy);
-    blockedCache.clear();
-    allowances.retireObject(perKeyName(keyId));
+    forgetKey(perKeyName(keyId));
     logEvent("sluice.override_deleted", { keyId, policy: parsed.data.policy, removed });
     return c.json({ keyId, policy: parsed.data.policy, removed });
   });
@@ -289,8 +283,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
       ]);
     }
     await stubFor(c.env, keyId).setPlan(b.plan);
-    blockedCache.clear();
-    allowances.retireObject(perKeyName(keyId));
+    forgetKey(perKeyName(keyId));
     logEvent("sluice.plan_set", { keyId, plan: b.plan });
     return c.json({ keyId, plan: effectivePlan(b.plan, config.plans, config.defaultPlan) });
   });
@@ -298,8 +291,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   app.delete("/keys/counters", async (c) => {
     const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
     await stubFor(c.env, keyId).resetCounters();
-    blockedCache.clear();
-    allowances.retireObject(perKeyName(keyId));
+    forgetKey(perKeyName(keyId));
     logEvent("sluice.counters_reset", { keyId });
     return c.json({ keyId, reset: true });
   });
@@ -323,9 +315,7 @@ async function selfView(req: Request, env: AdminEnv["Bindings"], config: SluiceC
   let usage: Awaited<ReturnType<typeof stub.usageTotals>>;
   let assigned: string | null;
   try {
-    const unreported = blockedCache.takeUnreported(name);
-    if (unreported > 0) await stub.countRejections(unreported);
-    await reportNow(stub, name, true);
+    await sendReports(stub, name, true);
     [outcomes, usage, assigned] = await Promise.all([
       stub.peek(keyPolicies(config).map(itemOf)),
       stub.usageTotals(),

@@ -83,7 +83,6 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
       allowed = d.allowed;
       outcomes = d.outcomes;
       if (allowed) receipt = L.book(items, d, now, opts.leaseId ?? "", opts.leaseMs ?? 60_000);
-      if (opts.recordUsage) L.count(now, allowed ? 1 : 0, allowed ? 0 : 1);
       if (allowed && (opts.refundableMs ?? 0) > 0) L.noteRefundable(now + (opts.refundableMs as number));
     }
     const holder = opts.holder ?? "";
@@ -94,10 +93,13 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
     if (allowed && opts.allowanceRate !== undefined && holder && !(opts.decide !== false && holds)) {
       grant = L.grant(items, now, holder, opts.allowanceRate, crypto.randomUUID());
     }
-    this.persist();
     const refused = outcomes.filter((o) => !o.allowed && o.mode === "enforce");
     const cacheable = !allowed && !L.mayBeUndone(now) && !refused.some((o) => L.hasOutstanding(o.policy));
     const heldByYou = !allowed && holder !== "" && refused.some((o) => L.heldBy(o.policy, holder) > 0);
+    // A refusal the isolate will retry (heldByYou) is not a rejection yet: the retry is counted,
+    // where it is decided (here again, or as a pass from the allowance it waited for).
+    if (opts.recordUsage && opts.decide !== false && !heldByYou) L.count(now, allowed ? 1 : 0, allowed ? 0 : 1);
+    this.persist();
     return { allowed, outcomes, receipt, now, cacheable, grant, heldByYou };
   }
 

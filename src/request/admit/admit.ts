@@ -1,70 +1,54 @@
-import type { SluiceConfig } from "../../config/config.ts";
-import type { SluiceLimiter } from "../../objects/limiter/object.ts";
-import { allowanceEligible, type DecideResult, type Outcome } from "../../protocol.ts";
-import { clock } from "../../util/clock.ts";
-import type { Bucket } from "../match/policies.ts";
-import { allowances, type LocalAdmission } from "./allowances.ts";
-import { BlockedCache, blockedCache } from "./blocked-cache.ts";
-import { giveBackWithinMs } from "./count-status.ts";
-
 /**
- * The decision for one request across the objects its policies name (docs/algorithms.md): a
- * rejection this isolate already knows of (the blocked cache), else each object's allowance or
- * one call to it, in parallel, all or nothing. The background work it starts (allowance renewals,
- * undos, usage reports) goes to `background`, for the caller to hand to waitUntil.
+ * The decision for one request across the limiter objects its buckets name
+ * (docs/algorithms.md): a rejection this isolate already knows of (the blocked cache), else each
+ * object's allowance or one call to it, in parallel, all or nothing. It returns the decision and
+ * the work due after the response (src/request/admit/after.ts); the background work it starts
+ * (renewals, undos, usage reports) goes to `background`, for the caller to hand to waitUntil.
  */
+import type { SluiceConfig } from "../../config/config.ts";
+import { allowanceEligible, type LimiterObjects, type Outcome } from "../../protocol.ts";
+import { clock } from "../../util/clock.ts";
+import type { Bucket } from "../match/buckets.ts";
+import { type AfterResponse, afterResponse } from "./after.ts";
+import { allowances } from "./allowances.ts";
+import { BlockedCache, blockedCache } from "./blocked-cache.ts";
+import { type Asked, ask, type Call, renew } from "./calls.ts";
+import { giveBackWithinMs } from "./count-status.ts";
 
 /** Time allowed for an undo's own trip to an object, beyond the store's time limit. */
 export const UNDO_GRACE_MS = 1000;
 
-type Stub = DurableObjectStub<SluiceLimiter>;
-
-/** One object a request involves, and what it answered. */
-export interface Asked {
-  plan: Bucket;
-  readonly stub: Stub;
-  /** The object and exactly what is asked of it: keys the blocked cache and the allowance. */
-  cacheKey: string;
-  /** Its requests may be admitted from an allowance (see usesAllowance). */
-  allowance: boolean;
-  local?: LocalAdmission;
-  result?: DecideResult;
-  error?: unknown;
+/** An object that did not answer in time, or failed. */
+export interface StoreFailure {
+  /** The policies of its bucket. */
+  policies: string[];
+  error: unknown;
 }
 
+/** What admit() decided for a request. */
 export interface Admission {
   allowed: boolean;
   outcomes: Outcome[];
   /** When decided (the latest object clock of the answers; this isolate's clock if none was asked). */
   now: number;
-  asked: Asked[];
-  /** Objects whose call failed or timed out. */
-  failed: Asked[];
+  /** Objects whose call failed or timed out: the request has no outcomes then. */
+  failures: StoreFailure[];
   /** Answered from the blocked cache: no object was asked. */
   cached: boolean;
+  /** What is due once the answer is known: slots to release or extend, countStatus give-backs. */
+  after: AfterResponse;
 }
 
 export interface AdmitInput {
-  plans: Bucket[];
-  ns: DurableObjectNamespace<SluiceLimiter>;
+  buckets: Bucket[];
+  /** The limiter object of a bucket, by its name. */
+  objects: LimiterObjects;
   config: SluiceConfig;
-  leaseId: string;
+  /** How long a concurrency slot is held if its release never comes. */
   leaseMs: number;
   background: (p: Promise<unknown>) => void;
-}
-
-export class StoreTimeout extends Error {
-  override name = "StoreTimeout";
-}
-
-export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new StoreTimeout(`store call exceeded ${ms} ms`)), ms);
-  });
-  return Promise.race([p, limit]).finally(() => {
-    if (timer !== undefined) clearTimeout(timer);
-  });
+  /** Names the slots this request takes; made here when omitted and a bucket has a slot policy. */
+  leaseId?: string;
 }
 
 /**
@@ -72,8 +56,8 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  * policies of the sliding or fixed window only, and no countStatus (its give-back needs the
  * object's own booking of the request).
  */
-function usesAllowance(config: SluiceConfig, plan: Bucket): boolean {
-  return config.allowance === "auto" && allowanceEligible(plan.items) && giveBackWithinMs(config, plan.items) === 0;
+function usesAllowance(config: SluiceConfig, bucket: Bucket): boolean {
+  return config.allowance === "auto" && allowanceEligible(bucket.items) && giveBackWithinMs(config, bucket.items) === 0;
 }
 
 /**
@@ -88,57 +72,126 @@ async function until(done: () => boolean, maxMs: number): Promise<void> {
 }
 
 /** Decides one request. */
-export async function admit({ plans, ns, config, leaseId, leaseMs, background }: AdmitInput): Promise<Admission> {
-  const asked: Asked[] = plans.map((plan) => {
-    let stub: Stub | undefined;
+export async function admit(input: AdmitInput): Promise<Admission> {
+  const { buckets, objects, config, leaseMs, background } = input;
+  const hasSlots = buckets.some((b) => b.items.some((i) => i.kind === "concurrency"));
+  const leaseId = input.leaseId ?? (hasSlots ? crypto.randomUUID() : "");
+  const asked: Asked[] = buckets.map((bucket) => {
+    let stub: ReturnType<LimiterObjects> | undefined;
     return {
-      plan,
-      cacheKey: BlockedCache.keyOf(plan.name, plan.items),
-      allowance: usesAllowance(config, plan),
+      bucket,
+      cacheKey: BlockedCache.keyOf(bucket.name, bucket.items),
+      allowance: usesAllowance(config, bucket),
       // Made on first use: a request answered here needs none.
       get stub() {
-        stub ??= ns.get(ns.idFromName(plan.name));
+        stub ??= objects(bucket.name);
         return stub;
       },
     };
   });
-  const own = asked.find((x) => x.plan.perKey);
+  const own = asked.find((x) => x.bucket.perKey);
+  const now0 = clock.now();
+  const conclude = (allowed: boolean, outcomes: Outcome[], now: number, cached: boolean): Admission => {
+    const failures = asked
+      .filter((a) => a.error !== undefined)
+      .map((a) => ({ policies: a.bucket.items.map((i) => i.policy), error: a.error }));
+    return {
+      allowed,
+      outcomes,
+      now,
+      failures,
+      cached,
+      after: afterResponse(asked, config, leaseId, leaseMs, background),
+    };
+  };
 
   // A request an object is known to reject is answered here, without a Durable Object call.
-  const now0 = clock.now();
-  for (const a of asked) {
-    const cached = blockedCache.hit(a.cacheKey, now0);
-    if (!cached) continue;
-    // The key's usage figures count this rejection whichever object's cache answered it.
-    const unreported = own ? blockedCache.noteRejected(own.plan.name, now0) : 0;
-    if (own && unreported > 0) background(own.stub.countRejections(unreported));
-    return { allowed: false, outcomes: cached, now: now0, asked, failed: [], cached: true };
-  }
+  const cached = fromCache(asked, own, now0, background);
+  if (cached) return conclude(false, cached, now0, true);
 
+  // Whether this isolate has seen the key before is read before an allowance take notes it.
   const fresh = own?.allowance && !allowances.knows(own.cacheKey) ? own : undefined;
-  // Admitted here from an allowance where one is held, else asked (section 10).
+  await fromAllowances(asked, config, now0);
+  await askObjects(
+    asked,
+    fresh,
+    { config, leaseId, leaseMs, refundableMs: refundable(asked, config) },
+    now0,
+    background,
+  );
+
+  const failed = asked.some((a) => a.error !== undefined);
+  const allowed = !failed && asked.every((a) => a.local || a.result?.allowed);
+  if (!allowed) allOrNothing(asked, own, failed, now0, background);
+  else confirmLocal(asked, config, now0, background);
+  const outcomes = failed ? [] : asked.flatMap((a) => a.local?.outcomes ?? a.result?.outcomes ?? []);
+  const answered = asked.flatMap((a) => (a.result ? [a.result.now] : []));
+  return conclude(allowed, outcomes, answered.length > 0 ? Math.max(...answered) : now0, false);
+}
+
+/** Counts a rejection the key's own object did not decide in its usage figures (reported in batches). */
+function countElsewhere(own: Asked, now: number, background: AdmitInput["background"]): void {
+  const unreported = blockedCache.noteRejected(own.bucket.name, now);
+  if (unreported > 0) background(own.stub.countRejections(unreported));
+}
+
+/** The outcomes of a rejection some object of the request is known to make still, if any. */
+function fromCache(
+  asked: Asked[],
+  own: Asked | undefined,
+  now: number,
+  background: AdmitInput["background"],
+): Outcome[] | undefined {
+  for (const a of asked) {
+    const hit = blockedCache.hit(a.cacheKey, now);
+    if (!hit) continue;
+    // The key's usage figures count this rejection whichever object's cache answered it.
+    if (own) countElsewhere(own, now, background);
+    return hit;
+  }
+  return undefined;
+}
+
+/** Takes the request from each allowance this isolate holds for its objects (docs/algorithms.md#allowances). */
+async function fromAllowances(asked: Asked[], config: SluiceConfig, now0: number): Promise<void> {
   for (const a of asked) {
     if (!a.allowance) continue;
-    a.local = allowances.take(a.cacheKey, a.plan.items, now0);
-    if (!a.local && allowances.renewalInflight(a.plan.name)) {
+    a.local = allowances.take(a.cacheKey, a.bucket.items, now0);
+    if (!a.local && allowances.renewalInflight(a.bucket.name)) {
       // A renewal is on its way: it is as quick as a call of our own and likely brings room.
-      await until(() => !allowances.renewalInflight(a.plan.name), config.storeTimeoutMs);
-      a.local = allowances.take(a.cacheKey, a.plan.items, clock.now());
+      await until(() => !allowances.renewalInflight(a.bucket.name), config.storeTimeoutMs);
+      a.local = allowances.take(a.cacheKey, a.bucket.items, clock.now());
     }
   }
-  // An undo comes within the store's time limit of the booking, plus its own trip: until then an
-  // object that booked this request must not let its rejections be cached (see BlockedCache).
-  const refundableMs = asked.length > 1 ? config.storeTimeoutMs + UNDO_GRACE_MS : 0;
-  const call = { config, leaseId, leaseMs, refundableMs };
+}
+
+/**
+ * How long after booking an undo may come: the store's time limit plus the undo's own trip, when
+ * the request spans objects. Until then an object that booked it must not let its rejections be
+ * cached (see BlockedCache).
+ */
+function refundable(asked: Asked[], config: SluiceConfig): number {
+  return asked.length > 1 ? config.storeTimeoutMs + UNDO_GRACE_MS : 0;
+}
+
+/** Asks every object the request was not admitted from locally. */
+async function askObjects(
+  asked: Asked[],
+  fresh: Asked | undefined,
+  call: Call,
+  now0: number,
+  background: AdmitInput["background"],
+): Promise<void> {
+  const { config } = call;
   const decide = async (a: Asked) => {
     await ask(a, call, now0);
     // Refused while this isolate itself holds units of the refusing policy (allowances other
     // requests' asks are bringing back): once those settle, they may admit it, or a new ask
     // that gives back what is left.
     if (a.result?.heldByYou && a.allowance) {
-      await until(() => !allowances.inflight(a.plan.name), config.storeTimeoutMs);
+      await until(() => !allowances.inflight(a.bucket.name), config.storeTimeoutMs);
       const now = clock.now();
-      a.local = allowances.take(a.cacheKey, a.plan.items, now);
+      a.local = allowances.take(a.cacheKey, a.bucket.items, now);
       if (a.local) a.result = undefined;
       else await ask(a, call, now);
     }
@@ -150,116 +203,35 @@ export async function admit({ plans, ns, config, leaseId, leaseMs, background }:
   // writes nothing. A real new key pays one call's wait, once.
   const later = fresh && pending.length > 1 && pending.includes(fresh) ? fresh : undefined;
   await Promise.all(pending.filter((a) => a !== later).map(decide));
-  if (later) {
-    if (pending.every((a) => a === later || a.local || (!a.error && a.result?.allowed))) await decide(later);
-    else {
-      // Counted in the key's usage figures like a rejection its cache answered.
-      const unreported = blockedCache.noteRejected(later.plan.name, now0);
-      if (unreported > 0) background(later.stub.countRejections(unreported));
-    }
-  }
-
-  const failed = asked.filter((a) => a.error !== undefined);
-  const allowed = failed.length === 0 && asked.every((a) => a.local || a.result?.allowed);
-  if (!allowed) {
-    // The key's own object did not decide it (an allowance did): its usage counts the rejection
-    // as one its cache answered.
-    if (own?.local && failed.length === 0) {
-      const unreported = blockedCache.noteRejected(own.plan.name, now0);
-      if (unreported > 0) background(own.stub.countRejections(unreported));
-    }
-    // All or nothing: what was admitted for a request another object refused is given back.
-    for (const a of asked) {
-      if (a.local) allowances.cancel(a.local);
-      const r = a.result;
-      if (r?.allowed && r.receipt) background(a.stub.undo(a.plan.items, r.receipt, a.plan.perKey));
-    }
-  } else {
-    for (const a of asked) {
-      if (!a.local) continue;
-      allowances.confirm(a.local, a.plan.perKey);
-      if (allowances.shouldRenew(a.cacheKey, now0)) background(renew(a, config, now0));
-    }
-  }
-  const outcomes = failed.length > 0 ? [] : asked.flatMap((a) => a.local?.outcomes ?? a.result?.outcomes ?? []);
-  const answered = asked.filter((a) => a.result).map((a) => (a.result as DecideResult).now);
-  const now = answered.length > 0 ? Math.max(...answered) : now0;
-  return { allowed, outcomes, now, asked, failed, cached: false };
+  if (!later) return;
+  if (pending.every((a) => a === later || a.local || (!a.error && a.result?.allowed))) await decide(later);
+  // Counted in the key's usage figures like a rejection its cache answered.
+  else countElsewhere(later, now0, background);
 }
 
-interface Call {
-  config: SluiceConfig;
-  leaseId: string;
-  leaseMs: number;
-  refundableMs: number;
-}
-
-/** Asks an object to decide the request (closing this isolate's allowances of it first). */
-async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: Call, now: number): Promise<void> {
-  const name = a.plan.name;
-  const mark = allowances.asking(a.cacheKey, now);
-  try {
-    a.result = await allowances.track(
-      name,
-      withTimeout(
-        a.stub.decide(a.plan.items, {
-          leaseId,
-          leaseMs,
-          recordUsage: a.plan.perKey,
-          rejectedElsewhere: a.plan.perKey ? blockedCache.takeUnreported(name) : 0,
-          passedElsewhere: a.plan.perKey ? allowances.takePassed(name) : 0,
-          // A countStatus give-back may free room early too (src/request/admit/count-status.ts).
-          refundableMs: Math.max(refundableMs, giveBackWithinMs(config, a.plan.items)),
-          holder: allowances.holder,
-          // The object decides this request itself: it must see exactly what was used.
-          reports: allowances.reportsFor(name, now, true),
-          ...(a.allowance ? { allowanceRate: allowances.rateFor(a.cacheKey, now) } : {}),
-        }),
-        config.storeTimeoutMs,
-      ),
-    );
-    a.error = undefined;
-    blockedCache.record(a.cacheKey, a.result);
-    if (a.result.grant) allowances.install(a.cacheKey, name, a.result.grant, now, mark);
-  } catch (e) {
-    a.error = e;
+/** A refused request: what was admitted for it anywhere is given back. */
+function allOrNothing(
+  asked: Asked[],
+  own: Asked | undefined,
+  failed: boolean,
+  now0: number,
+  background: AdmitInput["background"],
+): void {
+  // The key's own object did not decide it (an allowance did): its usage counts the rejection
+  // as one its cache answered.
+  if (own?.local && !failed) countElsewhere(own, now0, background);
+  for (const a of asked) {
+    if (a.local) allowances.cancel(a.local);
+    const r = a.result;
+    if (r?.allowed && r.receipt) background(a.stub.undo(a.bucket.items, r.receipt, a.bucket.perKey));
   }
 }
 
-/** Asks the object for the next allowance, with the reports of what was used, off the request path. */
-async function renew(a: Asked, config: SluiceConfig, now: number): Promise<void> {
-  const name = a.plan.name;
-  allowances.renewing(a.cacheKey, true);
-  const mark = allowances.asking(a.cacheKey, now);
-  try {
-    const r = await allowances.track(
-      name,
-      withTimeout(
-        a.stub.decide(a.plan.items, {
-          decide: false,
-          recordUsage: a.plan.perKey,
-          passedElsewhere: a.plan.perKey ? allowances.takePassed(name) : 0,
-          rejectedElsewhere: a.plan.perKey ? blockedCache.takeUnreported(name) : 0,
-          holder: allowances.holder,
-          reports: allowances.reportsFor(name, now, false),
-          allowanceRate: allowances.rateFor(a.cacheKey, now),
-        }),
-        config.storeTimeoutMs,
-      ),
-      true,
-    );
-    if (r.grant) allowances.install(a.cacheKey, name, r.grant, now, mark);
-  } finally {
-    allowances.renewing(a.cacheKey, false);
+/** A passed request: its local admissions are confirmed, and allowances half spent are renewed. */
+function confirmLocal(asked: Asked[], config: SluiceConfig, now0: number, background: AdmitInput["background"]): void {
+  for (const a of asked) {
+    if (!a.local) continue;
+    allowances.confirm(a.local, a.bucket.perKey);
+    if (allowances.shouldRenew(a.cacheKey, now0)) background(renew(a, config, now0));
   }
-}
-
-/**
- * Sends this isolate's pending reports and uncounted passes for one object, if it has any: what
- * the report timer does, and what the admin API does before reading a key's figures.
- */
-export async function reportNow(stub: Stub, name: string, perKey: boolean): Promise<void> {
-  const reports = allowances.reportsFor(name, clock.now(), false);
-  const passed = perKey ? allowances.takePassed(name) : 0;
-  if (reports.length > 0 || passed > 0) await stub.reportUses(reports, passed);
 }

@@ -1,5 +1,5 @@
 /**
- * `countStatus` (SPEC 2): which answers a rate policy's units stay spent for. A request is admitted
+ * `countStatus` (docs/reference.md#2-configuration): which answers a rate policy's units stay spent for. A request is admitted
  * and its units booked as always; once the answer's status is known (the origin's response
  * headers, or Sluice's own 502/504), the bookings of every policy whose countStatus does not list
  * it are given back, once, through the object's refund path (the same one an all-or-nothing undo
@@ -9,7 +9,7 @@
  * than if the request had never come, and no window ever admits more than `limit` counted answers.
  */
 import type { SluiceConfig } from "../../config/config.ts";
-import type { DecideResult, PolicyItem, Receipt } from "../../protocol.ts";
+import type { PolicyItem, Receipt } from "../../protocol.ts";
 
 /** A status code (`200`) or a class of them (`"2xx"`). */
 export type StatusPattern = number | string;
@@ -49,34 +49,23 @@ export function giveBackWithinMs(config: SluiceConfig, items: readonly PolicyIte
   return config.storeTimeoutMs + config.originTimeoutMs + GIVE_BACK_GRACE_MS;
 }
 
-/** One object asked for a request, as the middleware keeps it. */
-interface Asked<S> {
-  plan: { items: PolicyItem[] };
-  result?: DecideResult;
-  readonly stub: S;
-}
-
 /**
- * What to give back once the answer is known: per object that booked the request, a receipt of the
- * bookings of policies whose countStatus does not list `status`. `sluiceFailed` (Sluice answered
+ * What to give back of one object's receipt once the answer is known: the bookings of policies
+ * whose countStatus does not list `status`, or null when none. `sluiceFailed` (Sluice answered
  * itself: an origin unreachable or too slow, a handler that threw) gives back whatever the list.
  * Concurrency slots are not in it: they are released when the body ends, as always.
  */
-export function giveBacks<S>(
+export function giveBack(
   config: SluiceConfig,
-  asked: readonly Asked<S>[],
+  receipt: Receipt | null | undefined,
   status: number,
   sluiceFailed: boolean,
-): { stub: S; items: PolicyItem[]; receipt: Receipt }[] {
+): Receipt | null {
   const m = listsOf(config);
-  if (m.size === 0) return [];
-  const out: { stub: S; items: PolicyItem[]; receipt: Receipt }[] = [];
-  for (const a of asked) {
-    const bookings = (a.result?.receipt?.bookings ?? []).filter((b) => {
-      const list = m.get(b.policy);
-      return list !== undefined && (sluiceFailed || !statusListed(list, status));
-    });
-    if (bookings.length > 0) out.push({ stub: a.stub, items: a.plan.items, receipt: { bookings } });
-  }
-  return out;
+  if (m.size === 0 || !receipt) return null;
+  const bookings = receipt.bookings.filter((b) => {
+    const list = m.get(b.policy);
+    return list !== undefined && (sluiceFailed || !statusListed(list, status));
+  });
+  return bookings.length > 0 ? { bookings } : null;
 }

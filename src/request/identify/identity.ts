@@ -1,3 +1,4 @@
+import { bearerCredential } from "../../util/bearer.ts";
 import { addressBucket, invalidAddress } from "./ip.ts";
 
 /** The caller as Sluice knows it: never the raw value, only its SHA-256. */
@@ -44,9 +45,7 @@ export function readSource(req: Request, url: URL, source: string): string | und
   let v: string | null = null;
   if (source === "ip") v = req.headers.get("cf-connecting-ip");
   else if (source === "bearer") {
-    const auth = req.headers.get("authorization");
-    const m = auth ? /^Bearer[ \t]+(\S.*)$/i.exec(auth.trim()) : null;
-    v = m ? (m[1] as string) : null;
+    v = bearerCredential(req.headers.get("authorization")) ?? null;
   } else if (source.startsWith("header:")) v = req.headers.get(source.slice(7));
   else if (source.startsWith("query:")) v = url.searchParams.get(source.slice(6));
   v = v?.trim() ?? null;

@@ -156,7 +156,7 @@ describe("the blocked-until cache and undos (requests that span objects)", () =>
 
   async function workspaceStub(ws: string) {
     const req = new Request("https://x/", { headers: { "x-workspace-id": ws } });
-    const { bucketsFor } = await import("../../../src/request/match/policies.ts");
+    const { bucketsFor } = await import("../../../src/request/match/buckets.ts");
     const { parseConfig } = await import("../../../src/config/config.ts");
     const { resolveIdentity } = await import("../../../src/request/identify/identity.ts");
     const c = parseConfig(config);

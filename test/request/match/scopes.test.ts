@@ -5,7 +5,7 @@ import { SluiceLimiter } from "../../../src/objects/limiter/object.ts";
 import type { PolicyItem } from "../../../src/protocol.ts";
 import { resolveIdentity, sha256Hex } from "../../../src/request/identify/identity.ts";
 import { addressBucket } from "../../../src/request/identify/ip.ts";
-import { bucketsFor } from "../../../src/request/match/policies.ts";
+import { bucketsFor } from "../../../src/request/match/buckets.ts";
 import { advance, originLog, PUBLIC, send, sendSettled, setClock, unique } from "../../support/worker.ts";
 
 const T0 = 1_800_000_000_000;

@@ -1,0 +1,137 @@
+/**
+ * The calls the request path makes to a limiter object (src/objects/limiter/object.ts through
+ * src/protocol.ts's LimiterRpc): asking it to decide a request, renewing an allowance in the
+ * background, and sending this isolate's pending reports. Each call carries what the isolate owes
+ * the object (use reports, uncounted passes and rejections), bounded by the store's time limit.
+ */
+import type { SluiceConfig } from "../../config/config.ts";
+import type { DecideResult, LimiterRpc } from "../../protocol.ts";
+import { clock } from "../../util/clock.ts";
+import type { Bucket } from "../match/buckets.ts";
+import { allowances, type LocalAdmission } from "./allowances.ts";
+import { blockedCache } from "./blocked-cache.ts";
+import { giveBackWithinMs } from "./count-status.ts";
+
+export class StoreTimeout extends Error {
+  override name = "StoreTimeout";
+}
+
+export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new StoreTimeout(`store call exceeded ${ms} ms`)), ms);
+  });
+  return Promise.race([p, limit]).finally(() => {
+    if (timer !== undefined) clearTimeout(timer);
+  });
+}
+
+/** One object a request involves, and what it answered. */
+export interface Asked {
+  bucket: Bucket;
+  readonly stub: LimiterRpc;
+  /** The object and exactly what is asked of it: keys the blocked cache and the allowance. */
+  cacheKey: string;
+  /** Its requests may be admitted from an allowance (see usesAllowance in admit.ts). */
+  allowance: boolean;
+  local?: LocalAdmission;
+  result?: DecideResult;
+  error?: unknown;
+}
+
+/** What every ask of one request shares. */
+export interface Call {
+  config: SluiceConfig;
+  leaseId: string;
+  leaseMs: number;
+  /** How long an undo of this booking may take to come (0: the request spans one object). */
+  refundableMs: number;
+}
+
+/** What the per-key object's usage figures have not heard of yet from this isolate. */
+function owed(name: string, perKey: boolean): { passedElsewhere: number; rejectedElsewhere: number } {
+  return {
+    passedElsewhere: perKey ? allowances.takePassed(name) : 0,
+    rejectedElsewhere: perKey ? blockedCache.takeUnreported(name) : 0,
+  };
+}
+
+/** Asks an object to decide the request (closing this isolate's allowances of it first). */
+export async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: Call, now: number): Promise<void> {
+  const name = a.bucket.name;
+  const mark = allowances.asking(a.cacheKey, now);
+  try {
+    a.result = await allowances.track(
+      name,
+      withTimeout(
+        a.stub.decide(a.bucket.items, {
+          leaseId,
+          leaseMs,
+          recordUsage: a.bucket.perKey,
+          ...owed(name, a.bucket.perKey),
+          // A countStatus give-back may free room early too (src/request/admit/count-status.ts).
+          refundableMs: Math.max(refundableMs, giveBackWithinMs(config, a.bucket.items)),
+          holder: allowances.holder,
+          // The object decides this request itself: it must see exactly what was used.
+          reports: allowances.reportsFor(name, now, true),
+          ...(a.allowance ? { allowanceRate: allowances.rateFor(a.cacheKey, now) } : {}),
+        }),
+        config.storeTimeoutMs,
+      ),
+    );
+    a.error = undefined;
+    blockedCache.record(a.cacheKey, a.result);
+    if (a.result.grant) allowances.install(a.cacheKey, name, a.result.grant, now, mark);
+  } catch (e) {
+    a.error = e;
+  }
+}
+
+/** Asks the object for the next allowance, with the reports of what was used, off the request path. */
+export async function renew(a: Asked, config: SluiceConfig, now: number): Promise<void> {
+  const name = a.bucket.name;
+  allowances.renewing(a.cacheKey, true);
+  const mark = allowances.asking(a.cacheKey, now);
+  try {
+    const r = await allowances.track(
+      name,
+      withTimeout(
+        a.stub.decide(a.bucket.items, {
+          decide: false,
+          recordUsage: a.bucket.perKey,
+          ...owed(name, a.bucket.perKey),
+          holder: allowances.holder,
+          reports: allowances.reportsFor(name, now, false),
+          allowanceRate: allowances.rateFor(a.cacheKey, now),
+        }),
+        config.storeTimeoutMs,
+      ),
+      true,
+    );
+    if (r.grant) allowances.install(a.cacheKey, name, r.grant, now, mark);
+  } finally {
+    allowances.renewing(a.cacheKey, false);
+  }
+}
+
+/**
+ * Sends this isolate's pending reports, uncounted passes and cached rejections for one object, if
+ * it has any: what the admin API and /me do before reading a key's figures.
+ */
+export async function sendReports(stub: LimiterRpc, name: string, perKey: boolean): Promise<void> {
+  const unreported = perKey ? blockedCache.takeUnreported(name) : 0;
+  if (unreported > 0) await stub.countRejections(unreported);
+  const reports = allowances.reportsFor(name, clock.now(), false);
+  const passed = perKey ? allowances.takePassed(name) : 0;
+  if (reports.length > 0 || passed > 0) await stub.reportUses(reports, passed);
+}
+
+/**
+ * Stops admitting from what this isolate holds of a key's object, and forgets cached rejections:
+ * after an override, a plan change or a counter reset made through this isolate, so it takes
+ * effect here at the next request (other isolates see it within docs/algorithms.md's bounds).
+ */
+export function forgetKey(objectName: string): void {
+  blockedCache.clear();
+  allowances.retireObject(objectName);
+}
