@@ -1,6 +1,6 @@
 import { Hono, type MiddlewareHandler } from "hono";
 import { requestId } from "hono/request-id";
-import { handleAdmin, isAdminPath } from "./admin/admin.ts";
+import { handleAdmin, isAdminPath } from "./admin/index.ts";
 import { ConfigError, loadConfig, type SluiceConfig } from "./config/config.ts";
 import { type SluiceVariables, sluice } from "./middleware/sluice.ts";
 import { forward, validateOriginUrl } from "./request/proxy.ts";

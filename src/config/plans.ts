@@ -8,6 +8,7 @@
  */
 
 import { type Period, periodLength } from "../algorithms/calendar.ts";
+import { MAX_WINDOW_MS, parseDuration } from "./duration.ts";
 
 /** What a plan or an override replaces of one policy; a field left out keeps the one below it. */
 export interface PlanEntry {
@@ -59,4 +60,46 @@ export function effectiveParams(
   const limit = override?.limit ?? entry?.limit ?? item.limit;
   if (item.period) return { limit, windowMs: periodLength(now, item.period), period: item.period };
   return { limit, windowMs: override?.windowMs ?? entry?.windowMs ?? item.windowMs };
+}
+
+/** What a plan entry or an override gives one policy, as written (a window as a duration). */
+export interface TermsInput {
+  limit?: number | undefined;
+  window?: string | number | undefined;
+  concurrency?: number | undefined;
+}
+
+/**
+ * The rules a plan entry (configuration) and an override (admin API) share: a rate policy takes
+ * `limit` and/or `window` (never a period policy's window, at most 31 days), a concurrency policy
+ * `concurrency`. `at` prefixes every field named in an issue ("plans.pro.standard." or "");
+ * `periodRule` is how the caller words the period rule for its own users.
+ */
+export function termsOf(
+  policy: { slots: boolean; period?: Period | undefined },
+  e: TermsInput,
+  at: string,
+  periodRule: string,
+): { entry: PlanEntry; issues: string[] } {
+  const issues: string[] = [];
+  const entry: PlanEntry = {};
+  if (policy.slots) {
+    if (e.limit !== undefined || e.window !== undefined)
+      issues.push(`${at}limit: a concurrency policy takes concurrency`);
+    if (e.concurrency === undefined) issues.push(`${at}concurrency: required`);
+    else entry.limit = e.concurrency;
+    return { entry, issues };
+  }
+  if (e.concurrency !== undefined) issues.push(`${at}concurrency: not a concurrency policy`);
+  if (e.limit === undefined && e.window === undefined) issues.push(`${at}limit: required (or window)`);
+  if (e.limit !== undefined) entry.limit = e.limit;
+  if (e.window !== undefined && policy.period !== undefined) {
+    issues.push(`${at}window: ${periodRule}`);
+  } else if (e.window !== undefined) {
+    const ms = parseDuration(e.window);
+    if (ms === undefined) issues.push(`${at}window: expected a duration such as "10s", "1m", "1h" or seconds`);
+    else if (ms > MAX_WINDOW_MS) issues.push(`${at}window: at most 31 days`);
+    else entry.windowMs = ms;
+  }
+  return { entry, issues };
 }

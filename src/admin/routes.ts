@@ -1,7 +1,9 @@
+/** The admin API's JSON routes (docs/reference.md#7-admin-api), behind the token check of src/admin/index.ts. */
 import { Hono } from "hono";
 import * as z from "zod/mini";
-import { type ConcurrencyPolicy, parseDuration, type RatePolicy, type SluiceConfig } from "../config/config.ts";
-import { effectiveParams, effectivePlan } from "../config/plans.ts";
+import type { ConcurrencyPolicy, RatePolicy, SluiceConfig } from "../config/config.ts";
+import { effectiveParams, effectivePlan, termsOf } from "../config/plans.ts";
+import { positiveInt } from "../config/schema.ts";
 import {
   type SluiceDirectory,
   TOP_WINDOWS,
@@ -12,24 +14,23 @@ import {
 import type { SluiceLimiter } from "../objects/limiter/object.ts";
 import {
   DIRECTORY_SHARDS,
+  HOUR_MS,
   type HourlySeries,
   isKeyOnly,
   KEY_ID_RE,
-  type Override,
   perKeyName,
   shardName,
 } from "../protocol.ts";
 import { forgetKey, sendReports } from "../request/admit/calls.ts";
-import { keyIdOf, resolveIdentity } from "../request/identify/identity.ts";
+import { keyIdOf } from "../request/identify/identity.ts";
 import { itemOf } from "../request/match/buckets.ts";
 import { ceilSeconds } from "../request/respond/headers.ts";
-import { bearerCredential } from "../util/bearer.ts";
 import { clock } from "../util/clock.ts";
 import { renderError, SluiceError } from "../util/errors.ts";
 import { logEvent } from "../util/log.ts";
-import { dashboardResponse } from "./dashboard/page.ts";
 
-type AdminEnv = {
+/** The bindings the admin API reads. */
+export type AdminEnv = {
   Bindings: {
     SLUICE_LIMITER: DurableObjectNamespace<SluiceLimiter>;
     /** The top-keys index (optional: without it /keys/top answers 500 invalid_config). */
@@ -37,39 +38,6 @@ type AdminEnv = {
     SLUICE_ADMIN_TOKEN?: string;
   };
 };
-
-/**
- * True when a request's path falls under adminPath however it is spelled: percent-escapes
- * (including %2F) decoded and runs of slashes collapsed. Such requests are never proxied nor
- * counted; only the canonical spelling reaches a handler, any other gets 401 or 404.
- */
-export function isAdminPath(pathname: string, adminPath: string): boolean {
-  let p = pathname;
-  for (let i = 0; i < 3; i++) {
-    try {
-      const next = decodeURIComponent(p);
-      if (next === p) break;
-      p = next;
-    } catch {
-      break;
-    }
-  }
-  p = p.replace(/[\\/]+/g, "/").toLowerCase();
-  const base = adminPath.toLowerCase();
-  return p === base || p.startsWith(`${base}/`);
-}
-
-const encoder = new TextEncoder();
-
-/** Compares the bearer token with the secret in constant time (both hashed to equal length). */
-async function tokenMatches(header: string | undefined, secret: string): Promise<boolean> {
-  const given = bearerCredential(header) ?? "";
-  const [a, b] = await Promise.all([
-    crypto.subtle.digest("SHA-256", encoder.encode(given)),
-    crypto.subtle.digest("SHA-256", encoder.encode(secret)),
-  ]);
-  return crypto.subtle.timingSafeEqual(a, b) && given.length > 0;
-}
 
 function badRequest(issues: string[]): SluiceError {
   return new SluiceError(400, "invalid_request", issues.join("; "), { issues });
@@ -83,11 +51,10 @@ async function keyIdFrom(key: unknown, keyId: unknown): Promise<string> {
   throw badRequest(["key: required (or keyId)"]);
 }
 
-function keyPolicies(config: SluiceConfig): (RatePolicy | ConcurrencyPolicy)[] {
+export function keyPolicies(config: SluiceConfig): (RatePolicy | ConcurrencyPolicy)[] {
   return config.policies.filter((p) => isKeyOnly(p.scope));
 }
 
-const positiveInt = z.int().check(z.positive(), z.maximum(1_000_000_000));
 const keyFields = {
   key: z.optional(z.string().check(z.minLength(1))),
   keyId: z.optional(z.string()),
@@ -120,7 +87,7 @@ function zodIssues(error: z.core.$ZodError): string[] {
 
 /** An hour index (ms / 3,600,000) as an ISO 8601 instant without milliseconds. */
 function hourIso(hour: number): string {
-  return new Date(hour * 3_600_000).toISOString().replace(".000Z", "Z");
+  return new Date(hour * HOUR_MS).toISOString().replace(".000Z", "Z");
 }
 
 const byRejected = (a: TopEntry, b: TopEntry) =>
@@ -225,28 +192,13 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     const b = parsed.data;
     const keyId = await keyIdFrom(b.key, b.keyId);
     const policy = policies.find((p) => p.name === b.policy);
-    const issues: string[] = [];
-    if (!policy) {
-      issues.push(`policy: no policy "${b.policy}" scoped to the key in SLUICE_CONFIG`);
-      throw badRequest(issues);
-    }
-    const override: Override = {};
-    if (policy.kind === "rate") {
-      if (b.concurrency !== undefined) issues.push("concurrency: not a concurrency policy");
-      if (b.limit !== undefined) override.limit = b.limit;
-      if (b.window !== undefined && policy.period !== undefined) {
-        issues.push(`window: a period policy ("${policy.period}") takes limit only`);
-      } else if (b.window !== undefined) {
-        const ms = parseDuration(b.window);
-        if (ms === undefined) issues.push('window: expected a duration such as "10s", "1m", "1h" or seconds');
-        else override.windowMs = ms;
-      }
-      if (b.limit === undefined && b.window === undefined) issues.push("limit: required (or window)");
-    } else {
-      if (b.limit !== undefined || b.window !== undefined) issues.push("limit: a concurrency policy takes concurrency");
-      if (b.concurrency === undefined) issues.push("concurrency: required");
-      else override.limit = b.concurrency;
-    }
+    if (!policy) throw badRequest([`policy: no policy "${b.policy}" scoped to the key in SLUICE_CONFIG`]);
+    const { entry: override, issues } = termsOf(
+      { slots: policy.kind === "concurrency", period: policy.kind === "rate" ? policy.period : undefined },
+      b,
+      "",
+      policy.kind === "rate" ? `a period policy ("${policy.period}") takes limit only` : "",
+    );
     if (issues.length > 0) throw badRequest(issues);
     const stub = stubFor(c.env, keyId);
     await stub.setOverride(policy.name, override);
@@ -299,82 +251,4 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   app.notFound((c) => c.json({ error: "not_found" }, 404));
   app.onError(renderError);
   return app;
-}
-
-/**
- * GET {adminPath}/me: the caller's own standing, the caller identified exactly as the policies
- * identify it (first identity source present, else its address, else anonymous). It reads the
- * caller's own per-key object only, consumes nothing, and needs no admin token: whoever can
- * send a key's requests can already read its headers. `plan` is the plan in force, or null.
- */
-async function selfView(req: Request, env: AdminEnv["Bindings"], config: SluiceConfig): Promise<Response> {
-  const identity = await resolveIdentity(req, new URL(req.url), config.identity, config.ipv6Prefix);
-  const name = perKeyName(identity.keyId);
-  const stub = env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(name));
-  let outcomes: Awaited<ReturnType<typeof stub.peek>>;
-  let usage: Awaited<ReturnType<typeof stub.usageTotals>>;
-  let assigned: string | null;
-  try {
-    await sendReports(stub, name, true);
-    [outcomes, usage, assigned] = await Promise.all([
-      stub.peek(keyPolicies(config).map(itemOf)),
-      stub.usageTotals(),
-      stub.getPlan(),
-    ]);
-  } catch (e) {
-    logEvent("sluice.store_error", { keyId: identity.keyId, path: "me", error: String(e) });
-    throw new SluiceError(503, "rate_limiter_unavailable", "rate limiter unavailable");
-  }
-  return Response.json(
-    {
-      keyId: identity.keyId,
-      plan: effectivePlan(assigned, config.plans, config.defaultPlan),
-      policies: outcomes.map((o) => ({
-        policy: o.policy,
-        limit: o.limit,
-        remaining: o.remaining,
-        reset: o.kind === "rate" && o.remaining < o.limit ? ceilSeconds(o.resetMs) : 0,
-      })),
-      usage,
-    },
-    { headers: { "Cache-Control": "no-store, private" } },
-  );
-}
-
-const adminApps = new WeakMap<SluiceConfig, Hono<AdminEnv>>();
-
-/**
- * Answers a request whose path is under adminPath (see isAdminPath): GET /me to any caller when
- * selfView is on (even with the admin API off); else 404 when the admin API is off; /health and
- * the dashboard page (GET {adminPath}/, no data in it) to anyone; everything else only with the
- * token, checked before routing so that no spelling of a path tells a caller without it anything
- * beyond 401.
- */
-export async function handleAdmin(
-  req: Request,
-  env: AdminEnv["Bindings"],
-  ctx: Parameters<Hono["fetch"]>[2],
-  config: SluiceConfig,
-): Promise<Response> {
-  const path = new URL(req.url).pathname;
-  if (config.selfView && req.method === "GET" && path === `${config.adminPath}/me`) return selfView(req, env, config);
-  const secret = env.SLUICE_ADMIN_TOKEN;
-  if (!secret) return Response.json({ error: "not_found" }, { status: 404 });
-  // The dashboard page holds no data: every call it makes carries the token.
-  if (req.method === "GET" && (path === config.adminPath || path === `${config.adminPath}/`))
-    return dashboardResponse();
-  const health = req.method === "GET" && path === `${config.adminPath}/health`;
-  if (!health && !(await tokenMatches(req.headers.get("authorization") ?? undefined, secret))) {
-    logEvent("sluice.admin_unauthorized", { method: req.method, path });
-    return Response.json(
-      { error: "unauthorized" },
-      { status: 401, headers: { "WWW-Authenticate": 'Bearer realm="sluice-admin"' } },
-    );
-  }
-  let app = adminApps.get(config);
-  if (!app) {
-    app = createAdminApp(config);
-    adminApps.set(config, app);
-  }
-  return app.fetch(req, env, ctx);
 }
