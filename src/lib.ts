@@ -1,6 +1,6 @@
 /**
  * Sluice as a library: the Hono middleware and the Durable Object class, for a Workers app of its
- * own. Export `SluiceLimiter` from the app's entry and bind it as SLUICE_LIMITER (docs/reference.md §8).
+ * own. Export `SluiceLimiter` from the app's entry and bind it as SLUICE_LIMITER (docs/reference.md#8-as-a-library).
  */
 export { createApp, type SluiceEnv } from "./app.ts";
 export {

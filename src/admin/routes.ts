@@ -112,7 +112,7 @@ function topQuery(q: Record<string, string>): { by: TopBy; window: TopWindow; li
 }
 
 /**
- * The admin API of docs/reference.md §7, mounted at `config.adminPath`. Enabled only when the secret
+ * The admin API of docs/reference.md#7-admin-api, mounted at `config.adminPath`. Enabled only when the secret
  * SLUICE_ADMIN_TOKEN is set; every route but /health needs `Authorization: Bearer <token>`.
  */
 export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {

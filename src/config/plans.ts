@@ -1,5 +1,5 @@
 /**
- * Plans (SPEC 2, 7): what limit, window or concurrency a key's policy has in force. Pure: the
+ * Plans (docs/reference.md#2-configuration and #7-admin-api): what limit, window or concurrency a key's policy has in force. Pure: the
  * per-key Durable Object calls {@link effectiveParams} with what the worker sent for the policy
  * (its configured values and the plan table) and what the object itself stores for the key (its
  * plan name and its override), so the object needs no configuration of its own.

@@ -1,4 +1,4 @@
-// Calendar periods (SPEC 2, `period`): quotas per UTC day, week (from Monday) and month, on the
+// Calendar periods (docs/reference.md#2-configuration, `period`): quotas per UTC day, week (from Monday) and month, on the
 // injected clock, through the pure functions and through the worker.
 import { describe, expect, it } from "vitest";
 import { type Period, periodEnd, periodLength, periodStart } from "../../src/algorithms/calendar.ts";

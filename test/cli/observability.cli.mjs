@@ -1,4 +1,4 @@
-// No raw API key in the platform's logs (SPEC 3). Two halves:
+// No raw API key in the platform's logs (docs/reference.md#3-counting). Two halves:
 //  - wrangler.toml and every docs/examples/*.toml as wrangler reads them: Workers Logs on for Sluice's own lines, invocation logs
 //    (which record every request's headers) and traces off, query strings redacted. Cloudflare
 //    applies these on deploy; `wrangler dev` does not apply them locally, so this half is what

@@ -3,7 +3,7 @@ import { parseConfig, parseDuration } from "../../src/config/config.ts";
 import { send } from "../support/worker.ts";
 
 describe("configuration", () => {
-  it("fills the defaults of docs/reference.md §2", () => {
+  it("fills the defaults of docs/reference.md#2-configuration", () => {
     const c = parseConfig({ policies: [{ name: "standard", limit: 120, window: "1m" }] });
     expect(c).toMatchObject({
       identity: ["header:x-api-key", "bearer", "ip"],

@@ -1,4 +1,4 @@
-// Plans (SPEC 2, 7): plans and defaultPlan in SLUICE_CONFIG, PUT keys/plan, through the worker.
+// Plans (docs/reference.md#2-configuration, #7-admin-api): plans and defaultPlan in SLUICE_CONFIG, PUT keys/plan, through the worker.
 import { describe, expect, it } from "vitest";
 import { parseConfig, type SluiceConfigInput } from "../../src/config/config.ts";
 import { sha256Hex } from "../../src/request/identify/identity.ts";

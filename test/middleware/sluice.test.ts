@@ -9,7 +9,7 @@ function cfg(policies: SluiceConfigInput["policies"], extra: Partial<SluiceConfi
 }
 
 describe("rate limiting through the worker", () => {
-  it("passes with X-RateLimit-* headers, then answers the 429 of docs/reference.md §5", async () => {
+  it("passes with X-RateLimit-* headers, then answers the 429 of docs/reference.md#5-the-429-response", async () => {
     setClock(T0);
     const key = unique();
     const config = cfg([{ name: "standard", limit: 2, window: "10s" }]);

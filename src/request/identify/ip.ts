@@ -1,7 +1,7 @@
 import { SluiceError } from "../../util/errors.ts";
 
 /**
- * The client address as `ip` identity and `ip` scope count it (SPEC 2, `ipv6Prefix`): an IPv4
+ * The client address as `ip` identity and `ip` scope count it (docs/reference.md#2-configuration, `ipv6Prefix`): an IPv4
  * address whole, in dotted decimal; an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as that IPv4
  * address; any other IPv6 address as its network of `prefix` bits, in the canonical text of
  * RFC 5952 (lower case, longest run of zero groups compressed) followed by `/<prefix>`, or the

@@ -83,7 +83,7 @@ export function writeRateHeaders(
   if (cfg.ietf) writeIetfHeaders(h, outcomes, chosen);
 }
 
-/** The 429 response of docs/reference.md §5. */
+/** The 429 response of docs/reference.md#5-the-429-response. */
 export function tooManyRequests(
   rejectedBy: Outcome,
   outcomes: readonly Outcome[],

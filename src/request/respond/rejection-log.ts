@@ -1,7 +1,7 @@
 import { clock } from "../../util/clock.ts";
 import { logEvent } from "../../util/log.ts";
 
-/** How 429s and shadow violations are logged (SPEC 2, `rejectionLog`). */
+/** How 429s and shadow violations are logged (docs/reference.md#2-configuration, `rejectionLog`). */
 export type RejectionLog = "sampled" | "all" | "off";
 
 /** The events sampled, and the line that reports what each held back. */

@@ -138,7 +138,7 @@ describe("allowances: several isolates against one ledger", () => {
 // ---- property 2: one isolate, no skew, no latency, one request after another
 
 describe("allowances: one isolate decides exactly as the exact log", () => {
-  it("SPEC 3's example (10 per 1 s): ten at 0 ms pass, one at 500 ms is refused, one at 1000 ms passes; most of the ten without a call", () => {
+  it("The counting example of docs/reference.md#3-counting (10 per 1 s): ten at 0 ms pass, one at 500 ms is refused, one at 1000 ms passes; most of the ten without a call", () => {
     const policies: PolicySpec[] = [{ algorithm: "sliding-window", limit: 10, windowMs: 1000 }];
     const steps = [
       ...Array.from({ length: 10 }, () => ({ gap: 0, cost: 1 })),

@@ -1,4 +1,4 @@
-// countStatus (SPEC 2): units of answers a policy does not count are given back after the response,
+// countStatus (docs/reference.md#2-configuration): units of answers a policy does not count are given back after the response,
 // through the worker with the real origin (/__status/<code> answers that code, /__slow/<ms> waits).
 import { describe, expect, it } from "vitest";
 import type { SluiceConfigInput } from "../../../src/config/config.ts";

@@ -1,4 +1,4 @@
-// errorCode, headers.reset and headers.legacy (docs/reference.md §2), beyond what test/middleware/sluice.test.ts covers.
+// errorCode, headers.reset and headers.legacy (docs/reference.md#2-configuration), beyond what test/middleware/sluice.test.ts covers.
 import { describe, expect, it } from "vitest";
 import type { SluiceConfigInput } from "../../../src/config/config.ts";
 import { advance, send, setClock, unique } from "../../support/worker.ts";

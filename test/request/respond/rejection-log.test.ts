@@ -3,7 +3,7 @@ import type { SluiceConfigInput } from "../../../src/config/config.ts";
 import { keyIdOf } from "../../../src/request/identify/identity.ts";
 import { advance, send, setClock, unique } from "../../support/worker.ts";
 
-// rejectionLog (SPEC 2): a client blocked at thousands of requests a second must not write a log
+// rejectionLog (docs/reference.md#2-configuration): a client blocked at thousands of requests a second must not write a log
 // line for each. The log lines are read from console.log, where src/util/log.ts writes them.
 
 const T0 = 1_800_000_000_000; // a whole second
