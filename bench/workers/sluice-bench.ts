@@ -30,8 +30,8 @@ let traceKey: string | undefined;
 const confirm = allowances.confirm.bind(allowances);
 allowances.confirm = (...args: Parameters<typeof confirm>) => {
   // As the isolate dates the use in its report: ms after the allowance's ask was sent, rounded up.
-  const [local] = args;
-  if (traceKey) admitted.push(local.allowance.sentAt + local.offset);
+  const [local, , now] = args;
+  if (traceKey) admitted.push(local.allowance.sentAt + Math.ceil(now - local.allowance.sentAt));
   return confirm(...args);
 };
 

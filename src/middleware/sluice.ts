@@ -91,10 +91,8 @@ export function sluice({
       source: identity.source,
     };
     const dataset = c.env[analytics] as AnalyticsEngineDataset | undefined;
-    if (d.failures.length > 0) {
-      storeFailed(d, config, facts, dataset);
-      return next();
-    }
+    // An object that failed: 503 under onStoreError "closed"; under "open" the others decide.
+    if (d.failures.length > 0) storeFailed(d, config, facts, dataset);
     c.get("sluice").outcomes = d.outcomes;
     logShadow(d, config, facts, dataset);
     if (!d.allowed) return reject(c, d, config, facts, dataset);

@@ -334,7 +334,7 @@ export class Cluster {
     now0: number,
     done?: () => void,
   ): void {
-    iso.table.confirm(local, true);
+    iso.table.confirm(local, true, iso.clock(this.ev.t));
     this.hooks.admitted?.(this.ev.t, items[0]?.cost ?? 1, local);
     if (iso.table.shouldRenew(key, now0)) this.renew(iso, key, items, now0);
     done?.();

@@ -2,7 +2,6 @@ import { DurableObject } from "cloudflare:workers";
 import type {
   DecideOptions,
   DecideResult,
-  Grant,
   HourlySeries,
   LimiterRpc,
   Outcome,
@@ -14,6 +13,7 @@ import type {
 } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
 import { publishUsage } from "../directory/object.ts";
+import { LimiterCore } from "./core.ts";
 import { Ledger } from "./ledger/ledger.ts";
 import { LimiterStorage } from "./storage.ts";
 
@@ -37,6 +37,7 @@ export const FLUSH_MS = 1_000;
  */
 export class SluiceLimiter extends DurableObject implements LimiterRpc {
   protected readonly ledger = new Ledger();
+  private readonly core = new LimiterCore(this.ledger);
   private readonly storage: LimiterStorage;
   private flushScheduled = false;
   /** When counters were last written (wall clock, ms). */
@@ -65,56 +66,22 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
     return this.lastNow;
   }
 
-  /**
-   * Decides one request for every policy of this object, atomically, and/or takes an isolate's
-   * allowance reports and grants it a new allowance. The request passes only if every enforced
-   * policy allows it; only then is anything consumed. A rejected request consumes nothing.
-   */
+  /** Decides one request (src/objects/limiter/core.ts), then writes what must be on disk first. */
   async decide(items: PolicyItem[], opts: DecideOptions = {}): Promise<DecideResult> {
-    const L = this.ledger;
-    const now = this.now();
-    if (opts.reports) L.report(opts.reports);
-    if (opts.recordUsage) L.count(now, opts.passedElsewhere ?? 0, opts.rejectedElsewhere ?? 0);
-    let allowed = true;
-    let outcomes: Outcome[] = [];
-    let receipt: Receipt | null = null;
-    if (opts.decide !== false) {
-      const d = L.evaluate(items, now);
-      allowed = d.allowed;
-      outcomes = d.outcomes;
-      if (allowed) receipt = L.book(items, d, now, opts.leaseId ?? "", opts.leaseMs ?? 60_000);
-      if (allowed && (opts.refundableMs ?? 0) > 0) L.noteRefundable(now + (opts.refundableMs as number));
-    }
-    const holder = opts.holder ?? "";
-    let grant: Grant | null = null;
-    // An isolate deciding a request here has just closed every allowance it knows of: one it
-    // still holds is on its way back to it, so it gets no second one (no stacking in a burst).
-    const holds = holder !== "" && items.some((i) => L.heldBy(i.policy, holder) > 0);
-    if (allowed && opts.allowanceRate !== undefined && holder && !(opts.decide !== false && holds)) {
-      grant = L.grant(items, now, holder, opts.allowanceRate, crypto.randomUUID());
-    }
-    const refused = outcomes.filter((o) => !o.allowed && o.mode === "enforce");
-    const cacheable = !allowed && !L.mayBeUndone(now) && !refused.some((o) => L.hasOutstanding(o.policy));
-    const heldByYou = !allowed && holder !== "" && refused.some((o) => L.heldBy(o.policy, holder) > 0);
-    // A refusal the isolate will retry (heldByYou) is not a rejection yet: the retry is counted,
-    // where it is decided (here again, or as a pass from the allowance it waited for).
-    if (opts.recordUsage && opts.decide !== false && !heldByYou) L.count(now, allowed ? 1 : 0, allowed ? 0 : 1);
+    const r = this.core.decide(items, opts, this.now());
     this.persist();
-    return { allowed, outcomes, receipt, now, cacheable, grant, heldByYou };
+    return r;
   }
 
   /** Undoes a decide() whose request another object rejected (and recounts it as rejected). */
   async undo(items: PolicyItem[], receipt: Receipt, recordUsage = false): Promise<void> {
-    const now = this.now();
-    if (recordUsage) this.ledger.recountRejected(now);
-    this.ledger.undo(items, receipt, now);
+    this.core.undo(items, receipt, recordUsage, this.now());
     this.persist();
   }
 
   /** Takes allowance reports without deciding anything (an isolate giving back what it holds). */
   async reportUses(reports: UseReport[], passed = 0): Promise<void> {
-    this.ledger.report(reports);
-    this.ledger.count(this.now(), passed, 0);
+    this.core.reportUses(reports, passed, this.now());
     this.persist();
   }
 

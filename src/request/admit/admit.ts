@@ -7,12 +7,11 @@
  */
 import type { SluiceConfig } from "../../config/config.ts";
 import { allowanceEligible, type LimiterObjects, type Outcome } from "../../protocol.ts";
-import { clock } from "../../util/clock.ts";
 import type { Bucket } from "../match/buckets.ts";
 import { type AfterResponse, afterResponse } from "./after.ts";
-import { allowances } from "./allowances.ts";
-import { BlockedCache, blockedCache } from "./blocked-cache.ts";
-import { type Asked, ask, type Call, renew } from "./calls.ts";
+import type { LocalAdmission } from "./allowances.ts";
+import { BlockedCache } from "./blocked-cache.ts";
+import { type Asked, ask, type Call, type Isolate, renew, thisIsolate } from "./calls.ts";
 import { giveBackWithinMs } from "./count-status.ts";
 
 /** Time allowed for an undo's own trip to an object, beyond the store's time limit. */
@@ -49,6 +48,8 @@ export interface AdmitInput {
   background: (p: Promise<unknown>) => void;
   /** Names the slots this request takes; made here when omitted and a bucket has a slot policy. */
   leaseId?: string;
+  /** This isolate's memory and clock (default: the real isolate's); tests give each simulated isolate its own. */
+  isolate?: Isolate;
 }
 
 /**
@@ -74,6 +75,7 @@ async function until(done: () => boolean, maxMs: number): Promise<void> {
 /** Decides one request. */
 export async function admit(input: AdmitInput): Promise<Admission> {
   const { buckets, objects, config, leaseMs, background } = input;
+  const iso = input.isolate ?? thisIsolate;
   const hasSlots = buckets.some((b) => b.items.some((i) => i.kind === "concurrency"));
   const leaseId = input.leaseId ?? (hasSlots ? crypto.randomUUID() : "");
   const asked: Asked[] = buckets.map((bucket) => {
@@ -90,7 +92,7 @@ export async function admit(input: AdmitInput): Promise<Admission> {
     };
   });
   const own = asked.find((x) => x.bucket.perKey);
-  const now0 = clock.now();
+  const now0 = iso.now();
   const conclude = (allowed: boolean, outcomes: Outcome[], now: number, cached: boolean): Admission => {
     const failures = asked
       .filter((a) => a.error !== undefined)
@@ -106,62 +108,84 @@ export async function admit(input: AdmitInput): Promise<Admission> {
   };
 
   // A request an object is known to reject is answered here, without a Durable Object call.
-  const cached = fromCache(asked, own, now0, background);
+  const cached = fromCache(iso, asked, own, now0, background);
   if (cached) return conclude(false, cached, now0, true);
 
   // Whether this isolate has seen the key before is read before an allowance take notes it.
-  const fresh = own?.allowance && !allowances.knows(own.cacheKey) ? own : undefined;
-  await fromAllowances(asked, config, now0);
-  await askObjects(
-    asked,
-    fresh,
-    { config, leaseId, leaseMs, refundableMs: refundable(asked, config) },
-    now0,
-    background,
-  );
-
+  const fresh = own?.allowance && !iso.allowances.knows(own.cacheKey) ? own : undefined;
+  const call: Call = { config, leaseId, leaseMs, refundableMs: refundable(asked, config) };
+  await fromAllowances(iso, asked, config);
+  await askObjects(iso, asked, fresh, call, background);
+  // onStoreError "open": an object that failed does not decide, and the others keep their count.
+  const open = config.onStoreError === "open";
+  // The clock of the last in-time check, with no await since: a local use is dated the instant it passes.
+  const now = await keepInTime(iso, asked, call, open);
   const failed = asked.some((a) => a.error !== undefined);
-  const allowed = !failed && asked.every((a) => a.local || a.result?.allowed);
-  if (!allowed) allOrNothing(asked, own, failed, now0, background);
-  else confirmLocal(asked, config, now0, background);
-  const outcomes = failed ? [] : asked.flatMap((a) => a.local?.outcomes ?? a.result?.outcomes ?? []);
+  const allowed = (open || !failed) && asked.every((a) => a.local || a.result?.allowed || (open && a.error));
+  if (!allowed) allOrNothing(iso, asked, own, failed, now, background);
+  else confirmLocal(iso, asked, config, now, background);
+  const outcomes = failed && !open ? [] : asked.flatMap((a) => a.local?.outcomes ?? a.result?.outcomes ?? []);
   const answered = asked.flatMap((a) => (a.result ? [a.result.now] : []));
   return conclude(allowed, outcomes, answered.length > 0 ? Math.max(...answered) : now0, false);
 }
 
 /** Counts a rejection the key's own object did not decide in its usage figures (reported in batches). */
-function countElsewhere(own: Asked, now: number, background: AdmitInput["background"]): void {
-  const unreported = blockedCache.noteRejected(own.bucket.name, now);
+function countElsewhere(iso: Isolate, own: Asked, now: number, background: AdmitInput["background"]): void {
+  const unreported = iso.blocked.noteRejected(own.bucket.name, now);
   if (unreported > 0) background(own.stub.countRejections(unreported));
 }
 
 /** The outcomes of a rejection some object of the request is known to make still, if any. */
 function fromCache(
+  iso: Isolate,
   asked: Asked[],
   own: Asked | undefined,
   now: number,
   background: AdmitInput["background"],
 ): Outcome[] | undefined {
   for (const a of asked) {
-    const hit = blockedCache.hit(a.cacheKey, now);
+    const hit = iso.blocked.hit(a.cacheKey, now);
     if (!hit) continue;
     // The key's usage figures count this rejection whichever object's cache answered it.
-    if (own) countElsewhere(own, now, background);
+    if (own) countElsewhere(iso, own, now, background);
     return hit;
   }
   return undefined;
 }
 
-/** Takes the request from each allowance this isolate holds for its objects (docs/algorithms.md#allowances). */
-async function fromAllowances(asked: Asked[], config: SluiceConfig, now0: number): Promise<void> {
+/**
+ * Takes the request from each allowance this isolate holds for its objects
+ * (docs/algorithms.md#allowances), each take with the clock read at that moment.
+ */
+async function fromAllowances(iso: Isolate, asked: Asked[], config: SluiceConfig): Promise<void> {
   for (const a of asked) {
     if (!a.allowance) continue;
-    a.local = allowances.take(a.cacheKey, a.bucket.items, now0);
-    if (!a.local && allowances.renewalInflight(a.bucket.name)) {
+    a.local = iso.allowances.take(a.cacheKey, a.bucket.items, iso.now());
+    if (!a.local && iso.allowances.renewalInflight(a.bucket.name)) {
       // A renewal is on its way: it is as quick as a call of our own and likely brings room.
-      await until(() => !allowances.renewalInflight(a.bucket.name), config.storeTimeoutMs);
-      a.local = allowances.take(a.cacheKey, a.bucket.items, clock.now());
+      await until(() => !iso.allowances.renewalInflight(a.bucket.name), config.storeTimeoutMs);
+      a.local = iso.allowances.take(a.cacheKey, a.bucket.items, iso.now());
     }
+  }
+}
+
+/**
+ * A request admitted from an allowance passes when every object of the request has answered: if
+ * by then an allowance's time ran out (its object was slow, a renewal was waited for), that use
+ * could not be dated inside it, so the object is asked instead. Each round turns allowances into
+ * asks, so this ends; an object that refuses ends it at once.
+ */
+async function keepInTime(iso: Isolate, asked: Asked[], call: Call, open: boolean): Promise<number> {
+  for (;;) {
+    const now = iso.now();
+    if (asked.some((a) => (a.result && !a.result.allowed) || (a.error !== undefined && !open))) return now;
+    const late = asked.filter((a) => a.local && !iso.allowances.inTime(a.local, now));
+    if (late.length === 0) return now;
+    for (const a of late) {
+      iso.allowances.cancel(a.local as LocalAdmission);
+      a.local = undefined;
+    }
+    await Promise.all(late.map((a) => ask(iso, a, call, now)));
   }
 }
 
@@ -176,24 +200,23 @@ function refundable(asked: Asked[], config: SluiceConfig): number {
 
 /** Asks every object the request was not admitted from locally. */
 async function askObjects(
+  iso: Isolate,
   asked: Asked[],
   fresh: Asked | undefined,
   call: Call,
-  now0: number,
   background: AdmitInput["background"],
 ): Promise<void> {
   const { config } = call;
   const decide = async (a: Asked) => {
-    await ask(a, call, now0);
+    await ask(iso, a, call, iso.now());
     // Refused while this isolate itself holds units of the refusing policy (allowances other
     // requests' asks are bringing back): once those settle, they may admit it, or a new ask
     // that gives back what is left.
     if (a.result?.heldByYou && a.allowance) {
-      await until(() => !allowances.inflight(a.bucket.name), config.storeTimeoutMs);
-      const now = clock.now();
-      a.local = allowances.take(a.cacheKey, a.bucket.items, now);
+      await until(() => !iso.allowances.inflight(a.bucket.name), config.storeTimeoutMs);
+      a.local = iso.allowances.take(a.cacheKey, a.bucket.items, iso.now());
       if (a.local) a.result = undefined;
-      else await ask(a, call, now);
+      else await ask(iso, a, call, iso.now());
     }
   };
   const pending = asked.filter((a) => !a.local);
@@ -206,32 +229,39 @@ async function askObjects(
   if (!later) return;
   if (pending.every((a) => a === later || a.local || (!a.error && a.result?.allowed))) await decide(later);
   // Counted in the key's usage figures like a rejection its cache answered.
-  else countElsewhere(later, now0, background);
+  else countElsewhere(iso, later, iso.now(), background);
 }
 
 /** A refused request: what was admitted for it anywhere is given back. */
 function allOrNothing(
+  iso: Isolate,
   asked: Asked[],
   own: Asked | undefined,
   failed: boolean,
-  now0: number,
+  now: number,
   background: AdmitInput["background"],
 ): void {
   // The key's own object did not decide it (an allowance did): its usage counts the rejection
   // as one its cache answered.
-  if (own?.local && !failed) countElsewhere(own, now0, background);
+  if (own?.local && !failed) countElsewhere(iso, own, now, background);
   for (const a of asked) {
-    if (a.local) allowances.cancel(a.local);
+    if (a.local) iso.allowances.cancel(a.local);
     const r = a.result;
     if (r?.allowed && r.receipt) background(a.stub.undo(a.bucket.items, r.receipt, a.bucket.perKey));
   }
 }
 
-/** A passed request: its local admissions are confirmed, and allowances half spent are renewed. */
-function confirmLocal(asked: Asked[], config: SluiceConfig, now0: number, background: AdmitInput["background"]): void {
+/** A passed request: its local admissions are confirmed, dated now, and allowances half spent are renewed. */
+function confirmLocal(
+  iso: Isolate,
+  asked: Asked[],
+  config: SluiceConfig,
+  now: number,
+  background: AdmitInput["background"],
+): void {
   for (const a of asked) {
     if (!a.local) continue;
-    allowances.confirm(a.local, a.bucket.perKey);
-    if (allowances.shouldRenew(a.cacheKey, now0)) background(renew(a, config, now0));
+    iso.allowances.confirm(a.local, a.bucket.perKey, now);
+    if (iso.allowances.shouldRenew(a.cacheKey, now)) background(renew(iso, a, config, now));
   }
 }

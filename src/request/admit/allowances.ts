@@ -56,8 +56,6 @@ export interface LocalAdmission {
   key: string;
   allowance: Allowance;
   outcomes: Outcome[];
-  /** When admitted: ms after the allowance's ask was sent, rounded up. */
-  offset: number;
 }
 
 const MAX_SLOTS = 10_000;
@@ -70,6 +68,8 @@ export class AllowanceTable {
     return this.id;
   }
   private readonly slots = new Map<string, Slot>();
+  /** The latest clock reading of a take or confirm (see tick). */
+  private last = 0;
   /** Per object: allowances with something to report. */
   private readonly pending = new Map<string, Set<Allowance>>();
   /** Per object: requests admitted from allowances that its usage figures have not counted yet. */
@@ -107,15 +107,27 @@ export class AllowanceTable {
   }
 
   /**
-   * Admits one request of `items` from this key's allowance, if it has one left and in time;
-   * the request is reserved until confirm() or cancel(). Counts the request for the rate.
+   * This isolate's clock for a take or a confirm, never going backwards: a request's use is dated
+   * from a clock read at that moment (docs/algorithms.md#allowances: dated time >= real time).
    */
-  take(key: string, items: readonly PolicyItem[], now: number): LocalAdmission | undefined {
+  private tick(now: number): number {
+    if (now > this.last) this.last = now;
+    return this.last;
+  }
+
+  /**
+   * Admits one request of `items` from this key's allowance, if it has one left and in time;
+   * the request is reserved until confirm() or cancel(). Counts the request for the rate. A clock
+   * reading before the allowance's ask was sent (a skewed or frozen clock) takes nothing: the
+   * request asks the object instead of being dated by a clamp.
+   */
+  take(key: string, items: readonly PolicyItem[], clockNow: number): LocalAdmission | undefined {
+    const now = this.tick(clockNow);
     const s = this.slot(key, now);
     s.seen++;
     const a = s.active;
     if (a && now > a.deadline) this.retire(s);
-    if (!a || a.left < 1 || now > a.deadline) return undefined;
+    if (!a || a.left < 1 || now > a.deadline || now < a.sentAt) return undefined;
     a.left--;
     a.reserved++;
     s.taken++;
@@ -137,17 +149,28 @@ export class AllowanceTable {
         retryAfterMs: 0,
       };
     });
-    return { key, allowance: a, outcomes, offset: Math.max(0, Math.ceil(elapsed)) };
+    return { key, allowance: a, outcomes };
+  }
+
+  /**
+   * True while a request taken from an allowance may still be confirmed at `clockNow`: the
+   * allowance's time has not run out. A request that waited for other objects past it must ask.
+   */
+  inTime(local: LocalAdmission, clockNow: number): boolean {
+    const now = this.tick(clockNow);
+    return now <= local.allowance.deadline && now >= local.allowance.sentAt;
   }
 
   /**
    * The request admitted from the allowance passed (every other object agreed): records the use,
-   * dated when it was admitted, to report; and counts it in the key's usage figures when asked.
+   * dated now, the moment it passes (the clock read afresh, after every wait of the request), as
+   * ms after the ask was sent, rounded up; and counts it in the key's usage figures when asked.
+   * The caller checked inTime() with no wait since.
    */
-  confirm(local: LocalAdmission, countPassed: boolean): void {
+  confirm(local: LocalAdmission, countPassed: boolean, clockNow: number): void {
     const a = local.allowance;
+    const offset = Math.ceil(this.tick(clockNow) - a.sentAt);
     a.reserved--;
-    const offset = local.offset;
     if (countPassed) this.passed.set(a.object, (this.passed.get(a.object) ?? 0) + 1);
     const last = a.uses.at(-1);
     if (last && last[0] === offset) last[1]++;

@@ -8,8 +8,8 @@ import type { SluiceConfig } from "../../config/config.ts";
 import type { DecideResult, LimiterRpc } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
 import type { Bucket } from "../match/buckets.ts";
-import { allowances, type LocalAdmission } from "./allowances.ts";
-import { blockedCache } from "./blocked-cache.ts";
+import { type AllowanceTable, allowances, type LocalAdmission } from "./allowances.ts";
+import { type BlockedCache, blockedCache } from "./blocked-cache.ts";
 import { giveBackWithinMs } from "./count-status.ts";
 
 export class StoreTimeout extends Error {
@@ -25,6 +25,19 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
     if (timer !== undefined) clearTimeout(timer);
   });
 }
+
+/**
+ * What one isolate keeps for the request path: its allowances, its blocked cache and its clock.
+ * Production has one (thisIsolate); the property tests give each simulated isolate its own.
+ */
+export interface Isolate {
+  allowances: AllowanceTable;
+  blocked: BlockedCache;
+  now: () => number;
+}
+
+/** This isolate: the module-level tables every request it serves shares, and the limiter clock. */
+export const thisIsolate: Isolate = { allowances, blocked: blockedCache, now: () => clock.now() };
 
 /** One object a request involves, and what it answered. */
 export interface Asked {
@@ -49,68 +62,73 @@ export interface Call {
 }
 
 /** What the per-key object's usage figures have not heard of yet from this isolate. */
-function owed(name: string, perKey: boolean): { passedElsewhere: number; rejectedElsewhere: number } {
+function owed(iso: Isolate, name: string, perKey: boolean): { passedElsewhere: number; rejectedElsewhere: number } {
   return {
-    passedElsewhere: perKey ? allowances.takePassed(name) : 0,
-    rejectedElsewhere: perKey ? blockedCache.takeUnreported(name) : 0,
+    passedElsewhere: perKey ? iso.allowances.takePassed(name) : 0,
+    rejectedElsewhere: perKey ? iso.blocked.takeUnreported(name) : 0,
   };
 }
 
 /** Asks an object to decide the request (closing this isolate's allowances of it first). */
-export async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: Call, now: number): Promise<void> {
+export async function ask(
+  iso: Isolate,
+  a: Asked,
+  { config, leaseId, leaseMs, refundableMs }: Call,
+  now: number,
+): Promise<void> {
   const name = a.bucket.name;
-  const mark = allowances.asking(a.cacheKey, now);
+  const mark = iso.allowances.asking(a.cacheKey, now);
   try {
-    a.result = await allowances.track(
+    a.result = await iso.allowances.track(
       name,
       withTimeout(
         a.stub.decide(a.bucket.items, {
           leaseId,
           leaseMs,
           recordUsage: a.bucket.perKey,
-          ...owed(name, a.bucket.perKey),
+          ...owed(iso, name, a.bucket.perKey),
           // A countStatus give-back may free room early too (src/request/admit/count-status.ts).
           refundableMs: Math.max(refundableMs, giveBackWithinMs(config, a.bucket.items)),
-          holder: allowances.holder,
+          holder: iso.allowances.holder,
           // The object decides this request itself: it must see exactly what was used.
-          reports: allowances.reportsFor(name, now, true),
-          ...(a.allowance ? { allowanceRate: allowances.rateFor(a.cacheKey, now) } : {}),
+          reports: iso.allowances.reportsFor(name, now, true),
+          ...(a.allowance ? { allowanceRate: iso.allowances.rateFor(a.cacheKey, now) } : {}),
         }),
         config.storeTimeoutMs,
       ),
     );
     a.error = undefined;
-    blockedCache.record(a.cacheKey, a.result);
-    if (a.result.grant) allowances.install(a.cacheKey, name, a.result.grant, now, mark);
+    iso.blocked.record(a.cacheKey, a.result);
+    if (a.result.grant) iso.allowances.install(a.cacheKey, name, a.result.grant, now, mark);
   } catch (e) {
     a.error = e;
   }
 }
 
 /** Asks the object for the next allowance, with the reports of what was used, off the request path. */
-export async function renew(a: Asked, config: SluiceConfig, now: number): Promise<void> {
+export async function renew(iso: Isolate, a: Asked, config: SluiceConfig, now: number): Promise<void> {
   const name = a.bucket.name;
-  allowances.renewing(a.cacheKey, true);
-  const mark = allowances.asking(a.cacheKey, now);
+  iso.allowances.renewing(a.cacheKey, true);
+  const mark = iso.allowances.asking(a.cacheKey, now);
   try {
-    const r = await allowances.track(
+    const r = await iso.allowances.track(
       name,
       withTimeout(
         a.stub.decide(a.bucket.items, {
           decide: false,
           recordUsage: a.bucket.perKey,
-          ...owed(name, a.bucket.perKey),
-          holder: allowances.holder,
-          reports: allowances.reportsFor(name, now, false),
-          allowanceRate: allowances.rateFor(a.cacheKey, now),
+          ...owed(iso, name, a.bucket.perKey),
+          holder: iso.allowances.holder,
+          reports: iso.allowances.reportsFor(name, now, false),
+          allowanceRate: iso.allowances.rateFor(a.cacheKey, now),
         }),
         config.storeTimeoutMs,
       ),
       true,
     );
-    if (r.grant) allowances.install(a.cacheKey, name, r.grant, now, mark);
+    if (r.grant) iso.allowances.install(a.cacheKey, name, r.grant, now, mark);
   } finally {
-    allowances.renewing(a.cacheKey, false);
+    iso.allowances.renewing(a.cacheKey, false);
   }
 }
 

@@ -47,7 +47,10 @@ function logFields({ keyId, requestId, method, path }: RequestFacts) {
   return { keyId, requestId, method, path };
 }
 
-/** Objects failed: logged per object; onStoreError "closed" answers 503, "open" lets the request on. */
+/**
+ * Objects failed: logged per object; onStoreError "closed" answers 503; "open" lets the objects
+ * that answered decide (docs/reference.md#10-allowances: they keep their count).
+ */
 export function storeFailed(d: Admission, config: SluiceConfig, facts: RequestFacts, dataset?: AnalyticsEngineDataset) {
   for (const f of d.failures) {
     const policy = f.policies.join(",");
@@ -107,11 +110,10 @@ export async function pass(
   next: () => Promise<void>,
   dataset?: AnalyticsEngineDataset,
 ): Promise<void> {
-  if (dataset) {
-    // The policy the headers describe (a concurrency-only request: its first policy).
-    const tightest = mostRestrictive(d.outcomes, true) ?? (d.outcomes[0] as Outcome);
-    recordDecision(dataset, "passed", tightest.policy, facts, 0, tightest.remaining);
-  }
+  // The policy the headers describe (a concurrency-only request: its first policy); none when
+  // every object of the request failed (recorded as store_error).
+  const tightest = mostRestrictive(d.outcomes, true) ?? d.outcomes[0];
+  if (tightest) recordDecision(dataset, "passed", tightest.policy, facts, 0, tightest.remaining);
   const { after } = d;
   try {
     await next();

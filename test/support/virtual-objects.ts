@@ -1,0 +1,136 @@
+/**
+ * Limiter objects in virtual time, for property tests of the real request path: each object is the
+ * production core (src/objects/limiter/core.ts) over the production ledger, behind the LimiterRpc
+ * interface of src/protocol.ts, with a latency each way, answers that can be slowed past the
+ * caller's time limit (the call still runs at the object), restarts from what was last written,
+ * and arguments and answers copied as RPC copies them. Time is vitest's fake timers: the test
+ * advances it, and every object's clock is true time (Date.now()).
+ */
+import { LimiterCore } from "../../src/objects/limiter/core.ts";
+import { Ledger } from "../../src/objects/limiter/ledger/ledger.ts";
+import type {
+  DecideOptions,
+  DecideResult,
+  LimiterRpc,
+  Override,
+  PolicyItem,
+  Receipt,
+  UseReport,
+} from "../../src/protocol.ts";
+import { AllowanceTable } from "../../src/request/admit/allowances.ts";
+import { BlockedCache } from "../../src/request/admit/blocked-cache.ts";
+import type { Isolate } from "../../src/request/admit/calls.ts";
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+export class VirtualObject implements LimiterRpc {
+  private ledger = new Ledger();
+  private core = new LimiterCore(this.ledger);
+  /** What reached "disk": counter rows as the ledger wrote them, and overrides. */
+  private readonly disk = new Map<string, string>();
+  private readonly overrides = new Map<string, Override>();
+  private lastNow = 0;
+  /** One-way latency of each call, ms. */
+  latency: () => number = () => 1;
+  /** Extra time an answer takes (after the object ran), ms: slower than storeTimeoutMs times out at the caller. */
+  slowAnswer = 0;
+  calls = 0;
+
+  private now(): number {
+    this.lastNow = Math.max(this.lastNow, Date.now());
+    return this.lastNow;
+  }
+
+  /** One RPC: the trip there, the object's work (atomic), the write it needs, the trip back. */
+  private async rpc<T>(args: unknown[], run: (now: number, args: unknown[]) => T): Promise<T> {
+    const copied = structuredClone(args);
+    this.calls++;
+    await sleep(this.latency());
+    const result = structuredClone(run(this.now(), copied));
+    // Written before the answer when the ledger says it must be (production's output gate), else
+    // left unwritten: a restart then loses it, which the ledger's rules make only stricter.
+    if (this.ledger.mustWrite()) this.flush();
+    await sleep(this.latency() + this.slowAnswer);
+    return result;
+  }
+
+  /** Writes everything changed (production does this within FLUSH_MS). */
+  flush(): void {
+    for (const [policy, data] of this.ledger.takeWrites(this.now()).counters) {
+      if (data === null) this.disk.delete(policy);
+      else this.disk.set(policy, data);
+    }
+  }
+
+  /** A restart: memory is gone; the object reloads what was written. */
+  restart(): void {
+    this.ledger = new Ledger();
+    for (const [policy, data] of this.disk) this.ledger.loadRow(policy, data);
+    for (const [policy, o] of this.overrides) this.ledger.setOverride(policy, o);
+    this.core = new LimiterCore(this.ledger);
+  }
+
+  setOverride(policy: string, o: Override): void {
+    this.overrides.set(policy, o);
+    this.ledger.setOverride(policy, o);
+  }
+
+  decide(items: PolicyItem[], opts: DecideOptions = {}): Promise<DecideResult> {
+    return this.rpc([items, opts], (now, [i, o]) => this.core.decide(i as PolicyItem[], o as DecideOptions, now));
+  }
+  undo(items: PolicyItem[], receipt: Receipt, recordUsage = false): Promise<void> {
+    return this.rpc([items, receipt], (now, [i, r]) =>
+      this.core.undo(i as PolicyItem[], r as Receipt, recordUsage, now),
+    );
+  }
+  reportUses(reports: UseReport[], passed = 0): Promise<void> {
+    return this.rpc([reports], (now, [r]) => this.core.reportUses(r as UseReport[], passed, now));
+  }
+  countRejections(n: number): Promise<void> {
+    return this.rpc([], (now) => this.ledger.count(now, 0, n));
+  }
+  release(leaseId: string): Promise<void> {
+    return this.rpc([], () => this.ledger.release(leaseId));
+  }
+  extendLease(leaseId: string, leaseMs: number): Promise<void> {
+    return this.rpc([], (now) => this.ledger.extendLease(leaseId, now, leaseMs));
+  }
+}
+
+/** A use of an allowance as the object will date it, beside the true time it happened. */
+export interface DatedUse {
+  dated: number;
+  real: number;
+}
+
+/**
+ * A simulated isolate: its own allowance table, blocked cache and clock (true time + `skew`).
+ * Every confirmed local use is recorded with the time its object will count it at (the grant's
+ * time plus the reported offset) and the true time it happened.
+ */
+export function virtualIsolate(skew: number, uses: DatedUse[]): Isolate {
+  const allowances = new AllowanceTable();
+  const confirm = allowances.confirm.bind(allowances);
+  allowances.confirm = (local, countPassed, now) => {
+    confirm(local, countPassed, now);
+    // As the report will say it: the offset the table recorded for this use.
+    const a = local.allowance;
+    const offset = (a.uses.at(-1) as [number, number])[0];
+    uses.push({ dated: a.grant.at + offset, real: Date.now() });
+  };
+  return { allowances, blocked: new BlockedCache(), now: () => Date.now() + skew };
+}
+
+/** The largest cost admitted in any window (t - windowMs, t] of the given admissions. */
+export function busiestWindow(admitted: readonly { t: number; cost: number }[], windowMs: number): number {
+  const sorted = [...admitted].sort((a, b) => a.t - b.t);
+  let best = 0;
+  let sum = 0;
+  let start = 0;
+  for (const x of sorted) {
+    sum += x.cost;
+    while ((sorted[start] as { t: number }).t <= x.t - windowMs) sum -= (sorted[start++] as { cost: number }).cost;
+    best = Math.max(best, sum);
+  }
+  return best;
+}
