@@ -152,6 +152,12 @@ export interface UseReport {
   id: string;
   uses: [number, number][];
   unused: number;
+  /**
+   * 1 for an allowance's first report, then 2, 3...: the object applies each once, so a report
+   * delivered twice changes nothing (one that arrives after a later one is dropped: its uses stay
+   * counted at the allowance's end and its unused requests stay spent, the strict side).
+   */
+  seq?: number;
 }
 
 /** How the worker asks an object: one request to decide, and/or allowance business. */

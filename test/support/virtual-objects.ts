@@ -34,6 +34,8 @@ export class VirtualObject implements LimiterRpc {
   latency: () => number = () => 1;
   /** Extra time an answer takes (after the object ran), ms: slower than storeTimeoutMs times out at the caller. */
   slowAnswer = 0;
+  /** Every use report is delivered twice (a repeated call): the object must apply it once. */
+  duplicateReports = false;
   calls = 0;
 
   private now(): number {
@@ -76,7 +78,12 @@ export class VirtualObject implements LimiterRpc {
   }
 
   decide(items: PolicyItem[], opts: DecideOptions = {}): Promise<DecideResult> {
-    return this.rpc([items, opts], (now, [i, o]) => this.core.decide(i as PolicyItem[], o as DecideOptions, now));
+    return this.rpc([items, opts], (now, [i, o]) => {
+      const r = this.core.decide(i as PolicyItem[], o as DecideOptions, now);
+      const reports = (o as DecideOptions).reports;
+      if (this.duplicateReports && reports) this.core.reportUses(reports, 0, now);
+      return r;
+    });
   }
   undo(items: PolicyItem[], receipt: Receipt, recordUsage = false): Promise<void> {
     return this.rpc([items, receipt], (now, [i, r]) =>
@@ -84,7 +91,10 @@ export class VirtualObject implements LimiterRpc {
     );
   }
   reportUses(reports: UseReport[], passed = 0): Promise<void> {
-    return this.rpc([reports], (now, [r]) => this.core.reportUses(r as UseReport[], passed, now));
+    return this.rpc([reports], (now, [r]) => {
+      this.core.reportUses(r as UseReport[], passed, now);
+      if (this.duplicateReports) this.core.reportUses(r as UseReport[], 0, now);
+    });
   }
   countRejections(n: number): Promise<void> {
     return this.rpc([], (now) => this.ledger.count(now, 0, n));

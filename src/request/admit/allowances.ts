@@ -33,6 +33,8 @@ interface Allowance {
   retired: boolean;
   /** The slot's `taken` when its ask was sent. */
   mark: number;
+  /** Reports sent of it so far (UseReport.seq). */
+  reports: number;
 }
 
 interface Slot {
@@ -270,6 +272,7 @@ export class AllowanceTable {
       uses: [],
       retired: false,
       mark,
+      reports: 0,
     };
     let set = this.byObject.get(object);
     if (!set) {
@@ -320,7 +323,7 @@ export class AllowanceTable {
       // by requests still deciding are reported (or given back) with a later call.
       const closing = a.retired || now > a.deadline;
       const unused = closing ? a.left : 0;
-      if (a.uses.length > 0 || unused > 0) out.push({ id: a.grant.id, uses: a.uses, unused });
+      if (a.uses.length > 0 || unused > 0) out.push({ id: a.grant.id, uses: a.uses, unused, seq: ++a.reports });
       a.uses = [];
       if (closing) a.left = 0;
       if (a.reserved === 0) set.delete(a);

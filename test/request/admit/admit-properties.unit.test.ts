@@ -34,6 +34,8 @@ interface World {
   /** Per policy and bucket: the true times requests it counted were admitted at, with their cost. */
   admitted: Map<string, { t: number; cost: number }[]>;
   outcomes: boolean[];
+  /** Objects made from now on deliver every use report twice. */
+  duplicateReports?: boolean;
 }
 
 function world(input: SluiceConfigInput, skews: number[], latencyOf: (name: string) => () => number): World {
@@ -56,6 +58,7 @@ function objectOf(w: World, latencyOf: (name: string) => () => number, name: str
   if (!o) {
     o = new VirtualObject();
     o.latency = latencyOf(name);
+    o.duplicateReports = w.duplicateReports ?? false;
     w.objects.set(name, o);
   }
   return o;
@@ -172,7 +175,7 @@ describe("regressions: a take after a wait used the clock read before it", () =>
 });
 
 describe("property: the real admit() against objects in virtual time", () => {
-  it("1-3 isolates, 2-3 objects per request, skew, latency, slow answers, restarts, costs: dated >= real, no window over its limit", async () => {
+  it("1-3 isolates, 2-3 objects per request, skew, latency, slow answers, restarts, costs, reports delivered twice: dated >= real, no window over its limit", async () => {
     await fc.assert(
       fc.asyncProperty(
         fc.record({
@@ -193,6 +196,7 @@ describe("property: the real admit() against objects in virtual time", () => {
           ),
           restarts: fc.array(fc.integer({ min: 0, max: 3000 }), { maxLength: 2 }),
           slowFrom: fc.option(fc.integer({ min: 0, max: 2500 }), { nil: undefined }),
+          duplicateReports: fc.boolean(),
         }),
         async (s) => {
           vi.setSystemTime(T0);
@@ -214,6 +218,7 @@ describe("property: the real admit() against objects in virtual time", () => {
           const sent: Sent[] = s.sent.flatMap((x) =>
             Array.from({ length: x.burst }, () => ({ t: x.t, isolate: x.isolate % s.isolates.length, key: x.key })),
           );
+          w.duplicateReports = s.duplicateReports;
           const extra = s.restarts.map((at) => ({ at, fn: () => w.objects.forEach((o) => o.restart()) }));
           if (s.slowFrom !== undefined) extra.push({ at: s.slowFrom, fn: () => void (slow = true) });
           await run(w, latencyOf, sent, () => ({ "x-workspace-id": "ws" }), extra);

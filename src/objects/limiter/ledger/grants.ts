@@ -33,6 +33,8 @@ export interface GrantRec {
   cost: number;
   /** Fixed window: the window it was granted in. */
   win?: number;
+  /** The last report applied (UseReport.seq): a report delivered twice is applied once. */
+  seq?: number;
 }
 
 /** One policy of an allowance being sized: its item, parameters in force and rate state. */
@@ -119,6 +121,11 @@ export class Grants {
     for (const rep of reports) {
       const g = m.get(rep.id);
       if (!g) continue;
+      // Applied already (a report delivered twice, or after a later one): changes nothing.
+      if (rep.seq !== undefined) {
+        if (rep.seq <= (g.seq ?? 0)) continue;
+        g.seq = rep.seq;
+      }
       for (const [offset, n] of rep.uses) {
         if (n <= 0) continue;
         const t = Math.min(g.end, g.start + Math.max(0, Math.ceil(offset)));
