@@ -112,7 +112,7 @@ export class Ledger {
         v = slotVerdict(this.leases.count(item.policy, now), p.limit);
       } else {
         windowMs = p.windowMs;
-        const state = this.rows.rateState(item);
+        const state = this.rows.rateState(item, p, now);
         this.counters.use(item.policy, p);
         v = check(state, now, p, item.cost);
       }
@@ -139,7 +139,7 @@ export class Ledger {
         this.rows.changed(item.policy, true);
       } else {
         const p = this.terms.params(item, now);
-        const state = this.rows.rateState(item);
+        const state = this.rows.rateState(item, p, now);
         const at = consume(state, now, p, item.cost);
         receipt.bookings.push({ policy: item.policy, at, cost: item.cost });
         // A new block must be on disk before the answer.
@@ -191,11 +191,10 @@ export class Ledger {
    */
   grant(items: readonly PolicyItem[], now: number, holder: string, ratePerSec: number, id: string): Grant | null {
     if (!allowanceEligible(items)) return null;
-    const sizing: Sizing[] = items.map((item) => ({
-      item,
-      p: this.terms.params(item, now),
-      state: this.rows.rateState(item),
-    }));
+    const sizing: Sizing[] = items.map((item) => {
+      const p = this.terms.params(item, now);
+      return { item, p, state: this.rows.rateState(item, p, now) };
+    });
     const size = sizeAllowance(sizing, now, ratePerSec);
     if (!size) return null;
     const end = now + size.durationMs;

@@ -1,8 +1,8 @@
-import { initState, type RateParams, type RateState } from "../../../algorithms/index.ts";
+import { bookAt, check, initState, type RateParams, type RateState } from "../../../algorithms/index.ts";
 import type { PolicyItem } from "../../../protocol.ts";
 import { Blocks, type StoredBlock, spendOnRestart } from "./blocks.ts";
 import { Counters } from "./counters.ts";
-import { type GrantRec, Grants } from "./grants.ts";
+import { type GrantRec, Grants, MAX_ALLOWANCE_MS } from "./grants.ts";
 import { Leases } from "./leases.ts";
 
 /**
@@ -77,12 +77,26 @@ export class Rows {
     return out;
   }
 
-  /** The rate state of `item`; a fresh one (its algorithm changed) forgets the old one's block and allowances. */
-  rateState(item: PolicyItem): RateState {
+  /**
+   * The rate state of `item` under `p` at `now`. When its algorithm changed (a configuration
+   * change, or old and new isolates alternating through a gradual deploy) the new state starts
+   * with everything the old one counted, so no alternation gives a key fresh room
+   * (docs/algorithms.md#changing-a-policy): the old count, allowances and block included, is
+   * booked in the new state at the latest end an outstanding allowance can have (a sliding
+   * window), in the current window (a fixed one), or taken from the bucket (a token bucket). The
+   * old allowances' reports are then ignored: their units stay counted, the strict side.
+   */
+  rateState(item: PolicyItem, p: RateParams, now: number): RateState {
+    const old = this.counters.state(item.policy);
     const { state, fresh } = this.counters.open(item);
     if (fresh) {
       this.grants.drop(item.policy);
       this.blocks.close(item.policy);
+      if (old && old.algorithm !== item.algorithm) {
+        const used = Math.max(0, p.limit - check(old, now, p, 0).remaining);
+        if (used > 0) bookAt(state, now, now + MAX_ALLOWANCE_MS, p, used);
+        this.dirty.add(item.policy);
+      }
     }
     return state;
   }
