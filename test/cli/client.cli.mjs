@@ -61,25 +61,15 @@ async function serve(name, headers) {
 
 // A Unix-time reset is rounded up to a whole epoch second, so each of the 3 waits may end up to 1 s
 // after the window really moved: up to 3 s more than with a delta, which counts from the answer.
-// And a Unix reset has no margin for the time between Sluice's clock readings: it has been seen a
-// second early now and then (e.g. 1796289834 for a window that moved at 1796289834.014), so the
-// request sent at that reset may meet one 429 per window (3 here), which it then retries.
+// Sluice's Reset has been seen early now and then, on a machine under load more often (e.g. a Unix
+// 1796289834 for a window whose oldest admission leaves at 1796289834.014): the one request the
+// client sends at such a reset meets a 429 and retries it after its Retry-After. So at most one 429
+// per window (3 here); alone on the machine the runs saw 0 with every dialect.
+const MAX_429 = 3;
 const dialects = [
-  { name: "X-RateLimit-Reset in delta seconds", headers: {}, header: "x-ratelimit-reset", maxMs: 9000, max429: 2 },
-  {
-    name: "X-RateLimit-Reset as a Unix time",
-    headers: { reset: "unix" },
-    header: "x-ratelimit-reset",
-    maxMs: 11_000,
-    max429: 3,
-  },
-  {
-    name: "the IETF RateLimit fields alone",
-    headers: { legacy: false, ietf: true },
-    header: "ratelimit",
-    maxMs: 9000,
-    max429: 2,
-  },
+  { name: "X-RateLimit-Reset in delta seconds", headers: {}, header: "x-ratelimit-reset", maxMs: 9000 },
+  { name: "X-RateLimit-Reset as a Unix time", headers: { reset: "unix" }, header: "x-ratelimit-reset", maxMs: 11_000 },
+  { name: "the IETF RateLimit fields alone", headers: { legacy: false, ietf: true }, header: "ratelimit", maxMs: 9000 },
 ];
 
 for (const [i, dialect] of dialects.entries()) {
@@ -112,7 +102,7 @@ for (const [i, dialect] of dialects.entries()) {
     );
     assert.ok(seen !== null && seen !== undefined, `Sluice sent ${dialect.header}`);
     assert.deepEqual(statuses, Array(REQUESTS).fill(200));
-    assert.ok(refused <= dialect.max429, `at most ${dialect.max429} 429s underneath, saw ${refused}`);
+    assert.ok(refused <= MAX_429, `at most one 429 per window underneath, saw ${refused}`);
     assert.equal(underneath.length, REQUESTS + refused);
     assert.equal(originHits - hitsBefore, REQUESTS);
     // An exact 10 per 2 s admits the 31st request 6 s after the first at the earliest.
