@@ -40,7 +40,15 @@ const pack = packed[0];
 if (!pack) throw new Error("npm pack printed no package");
 const files = pack.files.map((f) => f.path).sort();
 console.log(`${pack.filename}: ${files.join(", ")}`);
-const required = ["package.json", "README.md", "dist/index.js", "dist/index.d.ts", "docs/reference.md"];
+const required = [
+  "package.json",
+  "README.md",
+  "dist/index.js",
+  "dist/index.d.ts",
+  "dist/client.js",
+  "dist/client.d.ts",
+  "docs/reference.md",
+];
 const missing = required.filter((f) => !files.includes(f));
 const stray = files.filter((f) => !required.includes(f) && !/^LICENSE/.test(f));
 if (missing.length > 0 || stray.length > 0) {

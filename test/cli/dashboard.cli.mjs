@@ -1,19 +1,19 @@
-// The operators' dashboard (GET {adminPath}/) in a real browser: Debian's chromium driven by
+// The operators' dashboard (GET {adminPath}/) in a real browser (test/cli/support/browser.mjs: a
+// system Chromium or Chrome, else the one the npm package @sparticuz/chromium ships) driven by
 // playwright-core, against the built worker served by workerd with the real Durable Objects
 // (per-key and directory) and a real origin. It signs in, finds a rejected key among the top keys,
 // opens it, sees the rejections in its chart, sets an override and sees the next request's
 // X-RateLimit-Limit change; wrong token, unknown key and a failing store are shown on the page.
 // Leaves a screenshot for a person: test/cli/artifacts/dashboard.png. Node's test runner; part
-// of `npm test` (test:cli). Needs /usr/bin/chromium (.ci/run installs it).
+// of `npm test` (test:cli). Needs nothing but `npm install`.
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import { chromium } from "playwright-core";
 import { build, serveWorkerd } from "../../bench/workerd.mjs";
+import { launchBrowser } from "./support/browser.mjs";
 
 const root = join(import.meta.dirname, "../..");
 const TOKEN = "dashboard-admin-token-0123456789";
@@ -31,8 +31,8 @@ const screenshot = join(root, "test/cli/artifacts/dashboard.png");
 
 let origin;
 let sluice;
+let browser;
 let context;
-let profile;
 let originHits = 0;
 
 before(async () => {
@@ -56,27 +56,12 @@ before(async () => {
     "SluiceLimiter",
     { objects: { SLUICE_DIRECTORY: "SluiceDirectory" } },
   );
-  profile = mkdtempSync(join(tmpdir(), "sluice-chromium-"));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    viewport: { width: 1200, height: 1000 },
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  browser = await launchBrowser({ viewport: { width: 1200, height: 1000 } });
+  context = browser.context;
 });
 
 after(async () => {
-  await context?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
+  await browser?.close();
   await sluice?.mf.dispose();
   origin?.closeAllConnections();
   await new Promise((r) => origin?.close(r));

@@ -1,4 +1,5 @@
 import { SELF } from "cloudflare:test";
+import { rateLimitedFetch } from "sluice/client";
 import { describe, expect, it } from "vitest";
 
 const key = `consumer-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
@@ -32,5 +33,24 @@ describe("an app using the packed sluice package", () => {
     const free = await get("/");
     expect(free.status).toBe(200);
     expect(free.headers.get("X-RateLimit-Limit")).toBeNull();
+  });
+});
+
+describe("sluice/client from the packed package", () => {
+  it("paces by the X-RateLimit-* headers and returns a 429 it would have to wait a minute for", async () => {
+    const relayKey = `${key}-relay`;
+    const res = await SELF.fetch(`https://consumer.example.test/relay?key=${relayKey}`);
+    expect(res.status).toBe(200);
+    // Not retried: its Retry-After (a minute) is more than maxWaitMs.
+    expect(await res.json()).toEqual({ statuses: [200, 200, 200, 429], sent: [200, 200, 200, 429] });
+  });
+
+  it("retries a 429 after Retry-After, in the test's own module too", async () => {
+    let n = 0;
+    const paced = rateLimitedFetch({
+      fetch: async () => new Response(null, { status: n++ === 0 ? 429 : 200, headers: { "Retry-After": "0" } }),
+    });
+    expect((await paced("https://consumer.example.test/anything")).status).toBe(200);
+    expect(n).toBe(2);
   });
 });
