@@ -19,11 +19,14 @@ const T0 = 1_800_000_000_000;
 /** The model: every admitted request, its time and its cost (the estimate until settled). */
 class SettledLog {
   readonly entries: { t: number; cost: number }[] = [];
-  constructor(
-    readonly algorithm: "sliding-window" | "fixed-window",
-    readonly limit: number,
-    readonly windowMs: number,
-  ) {}
+  readonly algorithm: "sliding-window" | "fixed-window";
+  readonly limit: number;
+  readonly windowMs: number;
+  constructor(algorithm: "sliding-window" | "fixed-window", limit: number, windowMs: number) {
+    this.algorithm = algorithm;
+    this.limit = limit;
+    this.windowMs = windowMs;
+  }
 
   /** Cost counted at t: the last window (sliding), or t's epoch-aligned window (fixed). */
   used(t: number): number {
