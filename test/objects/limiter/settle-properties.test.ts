@@ -119,7 +119,15 @@ function run(algorithm: Algorithm & ("sliding-window" | "fixed-window"), limit: 
         p.entry.cost = s.settle.real;
       }
     }
-    const item: PolicyItem = { policy: "p", kind: "rate", algorithm, limit, windowMs, cost: s.estimate, mode: "enforce" };
+    const item: PolicyItem = {
+      policy: "p",
+      kind: "rate",
+      algorithm,
+      limit,
+      windowMs,
+      cost: s.estimate,
+      mode: "enforce",
+    };
     const want = model.decide(now, s.estimate);
     const d = obj.ledger.evaluate([item], now);
     const got = d.outcomes[0];
@@ -131,8 +139,7 @@ function run(algorithm: Algorithm & ("sliding-window" | "fixed-window"), limit: 
     }
     obj.persist(now, s.flush);
     results.push({
-      same:
-        got?.allowed === want.allowed && got.remaining === want.remaining && got.retryAfterMs === want.retryAfterMs,
+      same: got?.allowed === want.allowed && got.remaining === want.remaining && got.retryAfterMs === want.retryAfterMs,
       safe: !d.allowed || want.allowed,
       why: `t=${now - T0} est=${s.estimate} got=${JSON.stringify(got)} want=${JSON.stringify(want)} used=${model.used(now)}`,
     });
