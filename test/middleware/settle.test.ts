@@ -16,7 +16,7 @@ function config(settle: string, extra: Record<string, unknown> = {}) {
 }
 
 /** Sends through the worker, with a way to wait for its background work (the settlement). */
-async function open(path: string, key: string, cfg: object) {
+async function open(path: string, key: string, cfg: Record<string, unknown>) {
   const ctx = createExecutionContext();
   const res = await worker.fetch(
     new Request(`${PUBLIC}${path}`, { headers: { "x-api-key": key } }) as Parameters<typeof worker.fetch>[0],
@@ -27,13 +27,13 @@ async function open(path: string, key: string, cfg: object) {
 }
 
 /** The key's Remaining of `tpm` as GET /me shows it (units of cost). */
-async function remaining(key: string, cfg: object): Promise<number> {
+async function remaining(key: string, cfg: Record<string, unknown>): Promise<number> {
   const res = await send("/__sluice/me", { headers: { "x-api-key": key }, config: cfg });
   const body = (await res.json()) as { policies: { policy: string; remaining: number }[] };
   return body.policies.find((p) => p.policy === "tpm")?.remaining as number;
 }
 
-async function call(path: string, key: string, cfg: object): Promise<Response> {
+async function call(path: string, key: string, cfg: Record<string, unknown>): Promise<Response> {
   return sendSettled(path, { headers: { "x-api-key": key }, config: cfg });
 }
 
