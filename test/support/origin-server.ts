@@ -54,8 +54,10 @@ export async function startOrigin() {
       log.set(id, list);
     }
     const m = /^\/__(slow|big|redirect|reset|hold|status|usage|sse)(?:\/([^/?]+))?/.exec(url);
-    switch (m?.[1]) {
+    // /v1/chat/completions answers as /__usage does (docs/examples/llm-tokens.toml's tests).
+    switch (url.startsWith("/v1/chat/completions") ? "usage" : m?.[1]) {
       case "slow": {
+        if (!m) return;
         const f = typeof id === "string" ? (inflight.get(id) ?? { now: 0, max: 0 }) : { now: 0, max: 0 };
         if (typeof id === "string") inflight.set(id, f);
         f.now++;
