@@ -39,6 +39,7 @@ interface Frame {
 }
 
 const NUMBER_CHARS = /[-+0-9.eE]/;
+const SPECIAL = /["\\]/g;
 
 /** A JSON body, scanned as it passes: the value of the last number found at `path`. */
 export class JsonScan implements CostScanner {
@@ -57,7 +58,18 @@ export class JsonScan implements CostScanner {
   }
 
   push(text: string): void {
-    for (let i = 0; i < text.length && !this.broken; i++) this.char(text[i] as string);
+    let i = 0;
+    while (i < text.length && !this.broken) {
+      if (this.inString && this.key === null && this.escape === 0) {
+        // Inside a value string nothing is kept: skip to its next quote or backslash at once.
+        SPECIAL.lastIndex = i;
+        const m = SPECIAL.exec(text);
+        if (!m) return;
+        i = m.index;
+      }
+      this.char(text[i] as string);
+      i++;
+    }
   }
 
   end(): number | undefined {
