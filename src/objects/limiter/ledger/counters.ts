@@ -8,6 +8,7 @@ import {
   refund,
   type Verdict,
 } from "../../../algorithms/index.ts";
+import type { Algorithm } from "../../../config/config.ts";
 import type { PolicyItem } from "../../../protocol.ts";
 
 interface Counter {
@@ -87,7 +88,15 @@ export class Counters {
    * limit. Returns the units added (negative: given back); 0 when the booking is no longer counted
    * or the policy's algorithm changed since.
    */
-  rebook(policy: string, algorithm: string, p: RateParams, at: number, from: number, to: number, now: number): number {
+  rebook(
+    policy: string,
+    algorithm: Algorithm,
+    p: RateParams,
+    at: number,
+    from: number,
+    to: number,
+    now: number,
+  ): number {
     const state = this.rows.get(policy)?.state;
     if (!state || state.algorithm !== algorithm || from === to) return 0;
     if (to < from) return -refund(state, p, at, from - to);

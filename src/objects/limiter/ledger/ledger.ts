@@ -163,9 +163,9 @@ export class Ledger {
   }
 
   /**
-   * Settles a request's bookings at their real costs (policy -> units; a policy left out keeps its
-   * estimate): Counters.rebook at each booking's time. A charge is counted cost, so it is on disk
-   * before the call returns, like an admission; a give-back may wait (losing it is only stricter).
+   * Settles bookings at their real costs (policy -> units; one left out keeps its estimate) at
+   * their booked times. A charge is written before the answer, like an admission; a give-back may
+   * wait (losing it is only stricter). docs/algorithms.md#settled-cost
    */
   settle(items: readonly PolicyItem[], receipt: Receipt, real: Record<string, number>, now: number): void {
     for (const b of receipt.bookings) {
