@@ -84,6 +84,22 @@ describe('settle = "header:<name>"', () => {
     expect(await remaining(key, cfg)).toBe(99);
   });
 
+  it("fixed window: debt refuses until the window's end; the next window starts afresh", async () => {
+    const fixed = config("header:x-usage-tokens", { algorithm: "fixed-window" });
+    // T0 is a whole minute: the window is [T0, T0 + 60 s).
+    setClock(T0 + 10_000);
+    const key = unique();
+    expect((await call("/__usage?header=150", key, fixed)).status).toBe(200);
+    setClock(T0 + 20_000);
+    const refused = await call("/__usage?header=1", key, fixed);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("Retry-After")).toBe("40");
+    expect(refused.headers.get("X-RateLimit-Remaining")).toBe("0");
+    setClock(T0 + 60_000);
+    expect((await call("/__usage?header=1", key, fixed)).status).toBe(200);
+    expect(await remaining(key, fixed)).toBe(99);
+  });
+
   it("with countStatus, an answer not counted gives back the whole estimate and settles nothing", async () => {
     setClock(T0);
     const key = unique();
