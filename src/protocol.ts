@@ -218,6 +218,11 @@ export interface LimiterRpc {
   decide(items: PolicyItem[], opts?: DecideOptions): Promise<DecideResult>;
   /** Undoes a booking another object's refusal voided (recordUsage: recount the pass as a rejection). */
   undo(items: PolicyItem[], receipt: Receipt, recordUsage?: boolean): Promise<void>;
+  /**
+   * Settles a request's bookings at their real costs, policy -> units (docs/algorithms.md#settled-cost):
+   * each booking's difference is given back or charged at its booked time, even past the limit.
+   */
+  settle(items: PolicyItem[], receipt: Receipt, real: Record<string, number>): Promise<void>;
   /** Takes allowance reports and passes admitted from allowances, deciding nothing. */
   reportUses(reports: UseReport[], passed?: number): Promise<void>;
   /** Adds rejections the worker answered from its blocked cache to the usage figures. */

@@ -81,6 +81,30 @@ export function refund(state: RateState, p: RateParams, at: number, cost: number
   }
 }
 
+/**
+ * Charges `extra` units more to a consumption counted at `at` (a settled cost above its estimate,
+ * docs/algorithms.md#settled-cost), even past the limit: the excess is debt that later requests
+ * wait out. Sliding window: added to `at`'s group, so it leaves the window when the booking does.
+ * Fixed window: added to the booking's window while it is the current one. Token bucket: taken
+ * now (never less strict than taking it at `at`), the level may go below zero. Nothing is charged
+ * to a booking no longer counted (its window has passed). Returns the units charged.
+ */
+export function charge(state: RateState, now: number, p: RateParams, at: number, extra: number): number {
+  switch (state.algorithm) {
+    case "sliding-window":
+      if (at <= now - p.windowMs) return 0;
+      slidingAdd(state.s, at, p.windowMs, extra);
+      return extra;
+    case "fixed-window":
+      if (state.s.start !== at) return 0;
+      state.s.count += extra;
+      return extra;
+    case "token-bucket":
+      tokenAdd(state.s, now, p, extra);
+      return extra;
+  }
+}
+
 /** True when the state holds nothing worth storing at `now` (its row can be deleted). */
 export function isIdle(state: RateState, now: number, p: RateParams): boolean {
   switch (state.algorithm) {

@@ -49,6 +49,11 @@ export interface RatePolicy extends PolicyBase {
   period?: Period;
   /** The answers whose units stay spent (codes and "2xx" classes); others are given back. */
   countStatus?: (number | string)[];
+  /**
+   * Where the real cost is found once the origin answers: "header:<name>", "bytes" or
+   * "json:<dot.path>"; `cost` is then the estimate booked at admission (docs/algorithms.md#settled-cost).
+   */
+  settle?: string;
 }
 export interface ConcurrencyPolicy extends PolicyBase {
   kind: "concurrency";
@@ -166,7 +171,10 @@ export function parseConfig(raw: unknown): SluiceConfig {
         if (c.defaultPlan !== undefined) base.defaultPlan = c.defaultPlan;
       }
       if (p.concurrency !== undefined) return { ...base, kind: "concurrency", concurrency: p.concurrency };
-      const counted = p.countStatus !== undefined ? { countStatus: p.countStatus } : {};
+      const counted = {
+        ...(p.countStatus !== undefined ? { countStatus: p.countStatus } : {}),
+        ...(p.settle !== undefined ? { settle: p.settle } : {}),
+      };
       if (p.period !== undefined) {
         return {
           ...base,

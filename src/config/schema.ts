@@ -31,6 +31,22 @@ const identitySource = z.string().check(
   ),
 );
 
+/** A dot path into a JSON document: keys (or array indexes) joined by dots, at most 16 of them. */
+const JSON_PATH_RE = /^[^.\s]{1,256}(\.[^.\s]{1,256}){0,15}$/;
+
+/** Where a settled policy finds a request's real cost (src/request/admit/settle.ts). */
+const settleSource = z.string().check(
+  z.refine(
+    (s: string) => {
+      if (s === "bytes") return true;
+      if (s.startsWith("header:")) return HEADER_NAME_RE.test(s.slice(7));
+      if (s.startsWith("json:")) return JSON_PATH_RE.test(s.slice(5));
+      return false;
+    },
+    { error: 'expected "header:<name>", "bytes" or "json:<dot.path>" (e.g. "json:usage.total_tokens")' },
+  ),
+);
+
 const scopePart = z
   .string()
   .check(
@@ -62,6 +78,7 @@ const policySchema = z
         )
         .check(z.minLength(1)),
     ),
+    settle: z.optional(settleSource),
     concurrency: z.optional(positiveInt),
     scope: z._default(z.array(scopePart).check(z.minLength(1)), ["key"]),
     match: z._default(
@@ -101,6 +118,9 @@ const policySchema = z
       }
       if (p.concurrency !== undefined && p.countStatus !== undefined) {
         issue("countStatus", "only a rate policy gives units back (a concurrency slot is freed by every answer)");
+      }
+      if (p.concurrency !== undefined && p.settle !== undefined) {
+        issue("settle", "only a rate policy settles a cost (a concurrency slot counts requests in flight)");
       }
       if (new Set(p.scope).size !== p.scope.length) issue("scope", "lists a scope twice");
     }),

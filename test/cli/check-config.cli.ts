@@ -47,6 +47,7 @@ test("every docs/examples/*.toml passes check-config, with the policies its prov
     "lexoffice.toml": "per-second",
     "smenso.toml": "per-token, per-workspace",
     "tiered.toml": "per-minute, monthly",
+    "llm-tokens.toml": "tokens-per-minute, tokens-per-month, parallel",
     "visma.toml": "4-fixed-window, 6-fixed-window",
   };
   const files = readdirSync("docs/examples").filter((f) => f.endsWith(".toml"));

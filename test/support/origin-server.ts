@@ -17,12 +17,14 @@ export interface Seen {
 /**
  * A real HTTP origin on 127.0.0.1 for the integration tests. Paths under /__ choose a behaviour
  * (slow headers, of any status with ?status=, big or broken bodies, redirects, held responses,
- * /__status/<code>); every other path echoes what
+ * /__status/<code>, answers that report their cost: /__usage and /__sse/<key>); every other path echoes what
  * arrived. Requests carrying x-test-id are logged under that id.
  */
 export async function startOrigin() {
   const log = new Map<string, Seen[]>();
   const held = new Map<string, ServerResponse>();
+  /** Held event streams (/__sse/<key>): releasing one sends its last events and ends it. */
+  const finishers = new Map<string, () => void>();
   const closed = new Set<string>();
   /** Per test id: requests to /__slow in progress now, and the most ever at once. */
   const inflight = new Map<string, { now: number; max: number }>();
@@ -51,9 +53,11 @@ export async function startOrigin() {
       list.push(seen);
       log.set(id, list);
     }
-    const m = /^\/__(slow|big|redirect|reset|hold|status)(?:\/([^/?]+))?/.exec(url);
-    switch (m?.[1]) {
+    const m = /^\/__(slow|big|redirect|reset|hold|status|usage|sse)(?:\/([^/?]+))?/.exec(url);
+    // /v1/chat/completions answers as /__usage does (docs/examples/llm-tokens.toml's tests).
+    switch (url.startsWith("/v1/chat/completions") ? "usage" : m?.[1]) {
       case "slow": {
+        if (!m) return;
         const f = typeof id === "string" ? (inflight.get(id) ?? { now: 0, max: 0 }) : { now: 0, max: 0 };
         if (typeof id === "string") inflight.set(id, f);
         f.now++;
@@ -95,6 +99,38 @@ export async function startOrigin() {
       }
       case "status":
         return json(res, Number(m[2]), seen);
+      case "usage": {
+        // An LLM-style answer: `?tokens=N` in usage.total_tokens (after `?pad=K` bytes of text),
+        // `?header=N` in x-usage-tokens; `?status=` its status.
+        const q = new URL(url, "http://origin").searchParams;
+        const tokens = q.get("tokens");
+        // A decoy after it: choices[0].usage.total_tokens is another path.
+        const body = {
+          id: "cmpl-1",
+          ...(tokens === null ? {} : { usage: { prompt_tokens: 1, total_tokens: Number(tokens) } }),
+          choices: [{ text: "x".repeat(Number(q.get("pad") ?? 0)), usage: { total_tokens: 999_999 } }],
+        };
+        const text = JSON.stringify(body);
+        const headers: Record<string, string> = { "content-type": "application/json" };
+        if (q.get("header") !== null) headers["x-usage-tokens"] = String(q.get("header"));
+        res.writeHead(Number(q.get("status") ?? 200), headers);
+        return res.end(text);
+      }
+      case "sse": {
+        // A streamed answer: one event at once, the rest (usage in the last JSON event, then
+        // [DONE]) when /__control/release/<key> comes; `?tokens=N` the usage.
+        const key = String(m[2]);
+        const tokens = Number(new URL(url, "http://origin").searchParams.get("tokens") ?? 0);
+        res.writeHead(200, { "content-type": "text/event-stream", "cache-control": "no-cache" });
+        res.write('data: {"choices":[{"delta":{"content":"Hel"}}],"usage":null}\n\n');
+        finishers.set(key, () => {
+          res.write('data: {"choices":[{"delta":{"content":"lo"}}]}\r\n\r\n');
+          res.write(`data: {"choices":[],\ndata: "usage":{"total_tokens":${tokens}}}\n\n`);
+          res.end("data: [DONE]\n\n");
+        });
+        res.on("close", () => closed.add(key));
+        return;
+      }
       default:
         return json(res, 200, seen);
     }
@@ -104,6 +140,12 @@ export async function startOrigin() {
     const [, , verb, arg = ""] = url.split("/");
     if (verb === "log") return json(res, 200, log.get(decodeURIComponent(arg)) ?? []);
     if (verb === "release") {
+      const finish = finishers.get(arg);
+      if (finish) {
+        finishers.delete(arg);
+        finish();
+        return json(res, 200, { released: true });
+      }
       const r = held.get(arg);
       held.delete(arg);
       r?.end("done\n");

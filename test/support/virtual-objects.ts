@@ -96,6 +96,11 @@ export class VirtualObject implements LimiterRpc {
       if (this.duplicateReports) this.core.reportUses(r as UseReport[], 0, now);
     });
   }
+  settle(items: PolicyItem[], receipt: Receipt, real: Record<string, number>): Promise<void> {
+    return this.rpc([items, receipt, real], (now, [i, r, c]) =>
+      this.core.settle(i as PolicyItem[], r as Receipt, c as Record<string, number>, now),
+    );
+  }
   countRejections(n: number): Promise<void> {
     return this.rpc([], (now) => this.ledger.count(now, 0, n));
   }

@@ -5,6 +5,7 @@ import { describe, expect, it } from "vitest";
 import apvisoToml from "../../docs/examples/apviso.toml?raw";
 import facturapiToml from "../../docs/examples/facturapi.toml?raw";
 import lexofficeToml from "../../docs/examples/lexoffice.toml?raw";
+import llmTokensToml from "../../docs/examples/llm-tokens.toml?raw";
 import smensoToml from "../../docs/examples/smenso.toml?raw";
 import tieredToml from "../../docs/examples/tiered.toml?raw";
 import vismaToml from "../../docs/examples/visma.toml?raw";
@@ -483,5 +484,72 @@ describe("Tiers: free and pro plans, a per-minute rate and a monthly quota count
     expect(legacy(spent)).toMatchObject({ Policy: "monthly", Remaining: "0", Reset: String(TO_FEBRUARY_S) });
     setClock(T0 + TO_FEBRUARY_S * 1000);
     expect((await send("/v1/things", opts)).status).toBe(200);
+  });
+});
+
+describe("llm-tokens.toml: tokens per minute and per month, settled from usage.total_tokens", () => {
+  const config = configOf(llmTokensToml);
+  const ADMIN = "llm-admin-token-0123456789";
+  const bindings = { SLUICE_ADMIN_TOKEN: ADMIN };
+  const me = async (key: string) => {
+    const res = await send("/__sluice/me", { headers: { "x-api-key": key }, config, bindings });
+    const body = (await res.json()) as { plan: string; policies: { policy: string; remaining: number }[] };
+    return { plan: body.plan, remaining: Object.fromEntries(body.policies.map((p) => [p.policy, p.remaining])) };
+  };
+
+  it("validates: two settled policies over plans, and a concurrency policy", () => {
+    expect(() => parseConfig(config)).not.toThrow();
+    expect(policyOf(config, "tokens-per-minute")).toMatchObject({
+      limit: 10000,
+      cost: 500,
+      settle: "json:usage.total_tokens",
+    });
+    expect(policyOf(config, "tokens-per-month")).toMatchObject({ period: "month", countStatus: ["2xx"] });
+  });
+
+  it("free: each answer's tokens are charged; the request that takes the minute past 10,000 passes, the next waits", async () => {
+    setClock(T0);
+    const key = unique();
+    const opts = { headers: { "x-api-key": key }, config, bindings };
+    for (let i = 0; i < 3; i++) {
+      const res = await sendSettled("/v1/chat/completions?tokens=3000", opts);
+      expect(res.status).toBe(200);
+    }
+    expect(await me(key)).toEqual({
+      plan: "free",
+      remaining: { "tokens-per-minute": 1000, "tokens-per-month": 991_000, parallel: 4 },
+    });
+    // 9,000 spent: the estimate of 500 fits, the answer's 3,000 is charged (2,000 over: debt).
+    expect((await sendSettled("/v1/chat/completions?tokens=3000", opts)).status).toBe(200);
+    expect((await me(key)).remaining["tokens-per-minute"]).toBe(0);
+    setClock(T0 + 1000);
+    const refused = await send("/v1/chat/completions?tokens=10", opts);
+    expect(refused.status).toBe(429);
+    expect(refused.headers.get("X-RateLimit-Policy")).toBe("tokens-per-minute");
+    expect(refused.headers.get("Retry-After")).toBe("59");
+    setClock(T0 + 60_000);
+    expect((await sendSettled("/v1/chat/completions?tokens=10", opts)).status).toBe(200);
+    // A 500 costs nothing of the month (countStatus); the minute is charged its 10 tokens.
+    expect((await sendSettled("/v1/chat/completions?tokens=10&status=500", opts)).status).toBe(500);
+    expect((await me(key)).remaining["tokens-per-month"]).toBe(1_000_000 - 12_010);
+  });
+
+  it("pro: PUT keys/plan lifts the token limits", async () => {
+    setClock(T0);
+    const key = unique();
+    const opts = { headers: { "x-api-key": key }, config, bindings };
+    const put = await sendSettled("/__sluice/keys/plan", {
+      method: "PUT",
+      headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" },
+      body: JSON.stringify({ key, plan: "pro" }),
+      config,
+      bindings,
+    });
+    expect(put.status).toBe(200);
+    for (let i = 0; i < 5; i++) await sendSettled("/v1/chat/completions?tokens=15000", opts);
+    expect(await me(key)).toEqual({
+      plan: "pro",
+      remaining: { "tokens-per-minute": 25_000, "tokens-per-month": 49_925_000, parallel: 16 },
+    });
   });
 });

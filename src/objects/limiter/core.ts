@@ -61,4 +61,9 @@ export class LimiterCore {
     this.ledger.report(reports);
     this.ledger.count(now, passed, 0);
   }
+
+  /** Settles a request's bookings at their real costs (docs/algorithms.md#settled-cost). */
+  settle(items: PolicyItem[], receipt: Receipt, real: Record<string, number>, now: number): void {
+    this.ledger.settle(items, receipt, real, now);
+  }
 }

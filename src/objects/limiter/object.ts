@@ -79,6 +79,12 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
     this.persist();
   }
 
+  /** Settles a request's bookings at their real costs (Ledger.settle; a charge is written at once). */
+  async settle(items: PolicyItem[], receipt: Receipt, real: Record<string, number>): Promise<void> {
+    this.core.settle(items, receipt, real, this.now());
+    this.persist();
+  }
+
   /** Takes allowance reports without deciding anything (an isolate giving back what it holds). */
   async reportUses(reports: UseReport[], passed = 0): Promise<void> {
     this.core.reportUses(reports, passed, this.now());

@@ -10,6 +10,7 @@
  */
 import type { SluiceConfig } from "../../config/config.ts";
 import type { PolicyItem, Receipt } from "../../protocol.ts";
+import { hasSettled } from "./settle.ts";
 
 /** A status code (`200`) or a class of them (`"2xx"`). */
 export type StatusPattern = number | string;
@@ -42,10 +43,13 @@ function listsOf(config: SluiceConfig): Map<string, readonly StatusPattern[]> {
  * How long after booking a give-back to an object asking `items` may come (0: none can): the
  * store call, the origin's time limit to its headers, then the give-back's own trip. While it may,
  * the object's rejections are not cached (see BlockedCache), since a give-back frees room early.
+ * A settled policy (src/request/admit/settle.ts) is treated alike: its object books each request
+ * itself, so the settlement is an exact change of that booking (docs/algorithms.md#settled-cost).
  */
 export function giveBackWithinMs(config: SluiceConfig, items: readonly PolicyItem[]): number {
   const m = listsOf(config);
-  if (m.size === 0 || !items.some((i) => m.has(i.policy))) return 0;
+  const counted = m.size > 0 && items.some((i) => m.has(i.policy));
+  if (!counted && !hasSettled(config, items)) return 0;
   return config.storeTimeoutMs + config.originTimeoutMs + GIVE_BACK_GRACE_MS;
 }
 

@@ -123,6 +123,9 @@ export async function pass(
   }
   // countStatus: the units of an answer a policy does not count are given back, once.
   after.answered(c.res.status, c.error !== undefined);
+  // Settled cost: the real cost is read from the answer as it streams (src/request/admit/settle.ts).
+  const settling = after.settle(c.res, logFields(facts));
+  if (settling !== c.res) c.res = settling;
   if (after.holdsSlots) holdWhileStreaming(c, d, config);
   writeRateHeaders(mutableHeaders(c), d.outcomes, true, d.now, config.headers);
 }

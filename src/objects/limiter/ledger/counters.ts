@@ -1,4 +1,14 @@
-import { check, initState, isIdle, type RateParams, type RateState, type Verdict } from "../../../algorithms/index.ts";
+import {
+  charge,
+  check,
+  initState,
+  isIdle,
+  type RateParams,
+  type RateState,
+  refund,
+  type Verdict,
+} from "../../../algorithms/index.ts";
+import type { Algorithm } from "../../../config/config.ts";
 import type { PolicyItem } from "../../../protocol.ts";
 
 interface Counter {
@@ -70,6 +80,27 @@ export class Counters {
   /** The parameters last used with the state (undefined when never decided nor loaded with them). */
   params(policy: string): RateParams | undefined {
     return this.rows.get(policy)?.params;
+  }
+
+  /**
+   * Changes a booking of `from` units counted at `at` to `to` units, at its booked time (a settled
+   * cost, docs/algorithms.md#settled-cost): the difference is given back, or charged even past the
+   * limit. Returns the units added (negative: given back); 0 when the booking is no longer counted
+   * or the policy's algorithm changed since.
+   */
+  rebook(
+    policy: string,
+    algorithm: Algorithm,
+    p: RateParams,
+    at: number,
+    from: number,
+    to: number,
+    now: number,
+  ): number {
+    const state = this.rows.get(policy)?.state;
+    if (!state || state.algorithm !== algorithm || from === to) return 0;
+    if (to < from) return -refund(state, p, at, from - to);
+    return charge(state, now, p, at, to - from);
   }
 
   /** Replaces the state (a counter reset): null empties it. */

@@ -162,6 +162,21 @@ export class Ledger {
     if (receipt.leaseId) this.release(receipt.leaseId);
   }
 
+  /**
+   * Settles bookings at their real costs (policy -> units; one left out keeps its estimate) at
+   * their booked times. A charge is written before the answer, like an admission; a give-back may
+   * wait (losing it is only stricter). docs/algorithms.md#settled-cost
+   */
+  settle(items: readonly PolicyItem[], receipt: Receipt, real: Record<string, number>, now: number): void {
+    for (const b of receipt.bookings) {
+      const item = items.find((i) => i.policy === b.policy);
+      const to = real[b.policy];
+      if (!item || to === undefined) continue;
+      const added = this.counters.rebook(b.policy, item.algorithm, this.terms.params(item, now), b.at, b.cost, to, now);
+      if (added !== 0) this.rows.changed(b.policy, added > 0);
+    }
+  }
+
   /** Remembers that a booking made now may be undone until `until` (a request spanning objects). */
   noteRefundable(until: number): void {
     this.refundableUntil = Math.max(this.refundableUntil, until);
