@@ -22,8 +22,8 @@ const MIGRATIONS: Record<number, readonly string[]> = {
   ],
 };
 
-/** Storage rows written by every object of this isolate (for the bench and tests). */
-export const storageStats = { rowsWritten: 0 };
+/** Storage rows written and read by every object of this isolate (for the bench and tests). */
+export const storageStats = { rowsWritten: 0, rowsRead: 0 };
 
 export class LimiterStorage {
   private readonly sql: SqlStorage;
@@ -35,7 +35,7 @@ export class LimiterStorage {
   /** Brings the schema to SCHEMA_VERSION (version 1's tables are always made sure of). */
   migrate(): void {
     this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
-    const row = this.sql.exec<{ value: number }>(`SELECT value FROM meta WHERE key = 'schema_version'`).toArray()[0];
+    const row = this.read<{ value: number }>(`SELECT value FROM meta WHERE key = 'schema_version'`)[0];
     const from = row?.value ?? 1;
     for (const step of MIGRATIONS[1] ?? []) this.sql.exec(step);
     for (let v = from + 1; v <= SCHEMA_VERSION; v++) {
@@ -49,11 +49,10 @@ export class LimiterStorage {
 
   /** Loads every stored row into `ledger`. */
   load(ledger: Ledger): void {
-    const sql = this.sql;
-    for (const r of sql.exec<{ policy: string; data: string }>(`SELECT policy, data FROM counters`)) {
+    for (const r of this.read<{ policy: string; data: string }>(`SELECT policy, data FROM counters`)) {
       ledger.loadRow(r.policy, r.data);
     }
-    for (const r of sql.exec<{ policy: string; limit_: number | null; window_ms: number | null }>(
+    for (const r of this.read<{ policy: string; limit_: number | null; window_ms: number | null }>(
       `SELECT policy, limit_, window_ms FROM overrides`,
     )) {
       const o: Override = {};
@@ -61,8 +60,8 @@ export class LimiterStorage {
       if (r.window_ms !== null) o.windowMs = r.window_ms;
       ledger.setOverride(r.policy, o);
     }
-    for (const r of sql.exec<{ name: string }>(`SELECT name FROM plan`)) ledger.setPlan(r.name);
-    for (const r of sql.exec<{ hour: number; passed: number; rejected: number }>(
+    for (const r of this.read<{ name: string }>(`SELECT name FROM plan`)) ledger.setPlan(r.name);
+    for (const r of this.read<{ hour: number; passed: number; rejected: number }>(
       `SELECT hour, passed, rejected FROM usage`,
     )) {
       ledger.loadUsage(r.hour, r.passed, r.rejected);
@@ -114,6 +113,15 @@ export class LimiterStorage {
   }
 
   private write(query: string, ...bindings: unknown[]): void {
-    storageStats.rowsWritten += this.sql.exec(query, ...bindings).rowsWritten;
+    const c = this.sql.exec(query, ...bindings);
+    storageStats.rowsWritten += c.rowsWritten;
+    storageStats.rowsRead += c.rowsRead;
+  }
+
+  private read<T extends Record<string, SqlStorageValue>>(query: string): T[] {
+    const c = this.sql.exec<T>(query);
+    const rows = c.toArray();
+    storageStats.rowsRead += c.rowsRead;
+    return rows;
   }
 }
