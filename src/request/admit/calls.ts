@@ -74,7 +74,9 @@ export async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: 
           holder: allowances.holder,
           // The object decides this request itself: it must see exactly what was used.
           reports: allowances.reportsFor(name, now, true),
-          ...(a.allowance ? { allowanceRate: allowances.rateFor(a.cacheKey, now) } : {}),
+          ...(a.allowance
+            ? { allowanceRate: allowances.rateFor(a.cacheKey, now), allowanceMaxMs: config.allowanceMaxMs }
+            : {}),
         }),
         config.storeTimeoutMs,
       ),
@@ -103,6 +105,7 @@ export async function renew(a: Asked, config: SluiceConfig, now: number): Promis
           holder: allowances.holder,
           reports: allowances.reportsFor(name, now, false),
           allowanceRate: allowances.rateFor(a.cacheKey, now),
+          allowanceMaxMs: config.allowanceMaxMs,
         }),
         config.storeTimeoutMs,
       ),

@@ -127,4 +127,21 @@ describe("SluiceLimiter Durable Object", () => {
     const rows = await storedCounters(stub);
     expect(rows.map((r) => r.policy)).toEqual(["other"]);
   });
+
+  it("far from its limit a key's allowance is sized by the room, not only its recent rate, and lasts at most allowanceMaxMs", async () => {
+    setClock(T0);
+    const stub = stubFor();
+    const item = [rate("hourly", 64_000, 3_600_000)];
+    // An isolate that has seen no traffic of the key (rate 0) still gets 1/64 of the room.
+    const first = await stub.decide(item, { holder: "a", allowanceRate: 0 });
+    expect(first.grant?.requests).toBe(Math.floor((64_000 - 1) / 64));
+    expect(first.grant?.durationMs).toBe(10_000);
+    // The lifetime follows the setting.
+    const short = await stub.decide(item, { holder: "b", allowanceRate: 0, allowanceMaxMs: 2_000 });
+    expect(short.grant?.durationMs).toBe(2_000);
+    // Near the limit the room's share is under one request: a quiet isolate gets none and asks.
+    const tight = stubFor();
+    const small = [rate("small", 60, 3_600_000)];
+    expect((await tight.decide(small, { holder: "a", allowanceRate: 0 })).grant).toBeNull();
+  });
 });
