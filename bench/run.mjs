@@ -149,7 +149,7 @@ const WRK = (() => {
 const LOADGEN = WRK && mode !== "smoke" ? "wrk" : "autocannon";
 
 /** A timed run with wrk: same summary shape as autocannon's. */
-function wrk(url, { keys, duration, connections = CONNECTIONS }) {
+function wrk(url, { keys, duration, connections = CONNECTIONS, offset = 0 }) {
   return new Promise((resolve, reject) => {
     execFile(
       WRK,
@@ -164,6 +164,7 @@ function wrk(url, { keys, duration, connections = CONNECTIONS }) {
         `${url}/v1/items`,
         "--",
         String(keys),
+        String(offset),
       ],
       (err, stdout, stderr) => {
         const line = stdout.split("\n").find((l) => l.startsWith("BENCH-JSON "));
@@ -286,8 +287,8 @@ function fixedRateConnections(rate) {
   return Math.max(2, Math.ceil(rate / 250));
 }
 
-function load(url, { keys = 1, rate, amount, duration, connections = CONNECTIONS } = {}) {
-  if (WRK && duration && !rate && !amount) return wrk(url, { keys, duration, connections });
+function load(url, { keys = 1, rate, amount, duration, connections = CONNECTIONS, offset = 0 } = {}) {
+  if (WRK && duration && !rate && !amount) return wrk(url, { keys, duration, connections, offset });
   let i = 0;
   return autocannon({
     url: `${url}/v1/items`,
@@ -300,7 +301,10 @@ function load(url, { keys = 1, rate, amount, duration, connections = CONNECTIONS
     requests: [
       {
         setupRequest(req) {
-          req.headers = { ...req.headers, "x-api-key": keys === 1 ? "bench-key" : `bench-key-${i++ % keys}` };
+          req.headers = {
+            ...req.headers,
+            "x-api-key": keys === 1 ? "bench-key" : `bench-key-${(offset + i++) % keys}`,
+          };
           return req;
         },
       },
@@ -335,14 +339,19 @@ async function measure(target, opts = {}, label = undefined) {
 }
 
 /**
- * The same load on several front urls at once, CONNECTIONS shared among them, as one summary:
+ * The same load on several front urls at once, CONNECTIONS shared among them, each front starting
+ * its turn over the keys at its own share of them (so a run of `keys` requests touches each key
+ * once), as one summary:
  * requests and statuses summed, p50 the requests-weighted mean of the fronts' p50s (an
  * approximation), p99 the worst front's.
  */
 async function loadSpread(urls, opts) {
   const connections = Math.max(1, Math.round((opts.connections ?? CONNECTIONS) / urls.length));
   const amount = opts.amount ? Math.ceil(opts.amount / urls.length) : undefined;
-  const parts = (await Promise.all(urls.map((u) => load(u, { ...opts, amount, connections })))).map(summarize);
+  const share = Math.ceil((opts.keys ?? 1) / urls.length);
+  const parts = (
+    await Promise.all(urls.map((u, i) => load(u, { ...opts, amount, connections, offset: i * share })))
+  ).map(summarize);
   const total = parts.reduce((n, p) => n + p.total, 0);
   const statusCodeStats = {};
   for (const p of parts) {
