@@ -13,12 +13,12 @@ import { fileURLToPath } from "node:url";
 import autocannon from "autocannon";
 import { convertV4MiniflareOptions, Miniflare } from "miniflare";
 import { topSelf } from "./profile.mjs";
-import { build, COMPAT, serveWorkerd as serveOnWorkerd } from "./workerd.mjs";
+import { build, COMPAT, serveWorkerd as serveOnWorkerd, serveWorkerdSpread } from "./workerd.mjs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = new Set(process.argv.slice(2));
-// --rows=bare,floor,allowed,off,keys,rejected,twice,far,cf,hono,half runs only those rows (bare
-// always runs).
+// --rows=bare,floor,allowed,off,keys,spread,rejected,twice,far,cf,hono,half runs only those rows
+// (bare always runs).
 const only = [...args]
   .find((a) => a.startsWith("--rows="))
   ?.slice(7)
@@ -41,6 +41,8 @@ const TWICE_KEY = "bench-traced-twice";
 const FAR_DELAY_MS = 25;
 const FAR_RATE = 200;
 const FAR_SECONDS = { smoke: 1, quick: 3, full: 10 }[mode];
+// 1,000 keys spread over SPREAD_ISOLATES front services sharing one object namespace.
+const SPREAD_ISOLATES = 8;
 const PROFILE = args.has("--profile");
 const serveWorkerd = (name, script, bindings, durableObject) =>
   serveOnWorkerd(name, script, bindings, durableObject, { profile: PROFILE });
@@ -59,10 +61,52 @@ async function callsSince(url) {
   return (await objectStats(url)).calls;
 }
 
-/** Object calls and storage rows written since last asked (rows: Sluice's bench worker only). */
+/**
+ * Object calls, alarms, the objects' busy time (ms) and storage rows written and read since last
+ * asked (all but calls: Sluice's bench worker only).
+ */
 async function objectStats(url) {
   const j = await (await fetch(`${url}/__bench/calls`)).json();
-  return { calls: j.calls ?? 0, rowsWritten: j.rowsWritten ?? 0 };
+  return {
+    calls: j.calls ?? 0,
+    alarms: j.alarms ?? 0,
+    activeMs: j.activeMs ?? 0,
+    rowsWritten: j.rowsWritten ?? 0,
+    rowsRead: j.rowsRead ?? 0,
+  };
+}
+
+/**
+ * Cloudflare's published prices, dollars per million (Workers Paid; Durable Objects, SQLite
+ * storage backend). The plan's included amounts are left out: this is the marginal bill.
+ */
+const PRICE = {
+  workerRequest: 0.3,
+  cpuMs: 0.02,
+  objectRequest: 0.15,
+  gbSecond: 12.5,
+  rowWritten: 1.0,
+  rowRead: 0.001,
+};
+/** Durable Objects bill duration at 128 MB per active object. */
+const OBJECT_GB = 0.128;
+
+/**
+ * Dollars per million requests like this row's: the worker request and its CPU (workerd's CPU per
+ * request, every thread: an upper bound on the JavaScript CPU time Workers bill), the object
+ * requests (each RPC call and each alarm), their duration (the objects' busy time) and the rows
+ * written and read. undefined when the row has no CPU figure (not run on workerd).
+ */
+function costPerMillion(r) {
+  if (r.cpuUs === undefined) return undefined;
+  return (
+    PRICE.workerRequest +
+    (r.cpuUs / 1000) * PRICE.cpuMs +
+    ((r.doCalls ?? 0) + (r.alarmsPerRequest ?? 0)) * PRICE.objectRequest +
+    ((r.activeMsPerRequest ?? 0) / 1000) * OBJECT_GB * PRICE.gbSecond +
+    (r.rowsPerRequest ?? 0) * PRICE.rowWritten +
+    (r.rowsReadPerRequest ?? 0) * PRICE.rowRead
+  );
 }
 
 async function originStats(origin) {
@@ -105,13 +149,13 @@ const WRK = (() => {
 const LOADGEN = WRK && mode !== "smoke" ? "wrk" : "autocannon";
 
 /** A timed run with wrk: same summary shape as autocannon's. */
-function wrk(url, { keys, duration }) {
+function wrk(url, { keys, duration, connections = CONNECTIONS, offset = 0 }) {
   return new Promise((resolve, reject) => {
     execFile(
       WRK,
       [
         "-t1",
-        `-c${CONNECTIONS}`,
+        `-c${connections}`,
         `-d${duration}s`,
         "--timeout",
         "10s",
@@ -120,6 +164,7 @@ function wrk(url, { keys, duration }) {
         `${url}/v1/items`,
         "--",
         String(keys),
+        String(offset),
       ],
       (err, stdout, stderr) => {
         const line = stdout.split("\n").find((l) => l.startsWith("BENCH-JSON "));
@@ -242,21 +287,24 @@ function fixedRateConnections(rate) {
   return Math.max(2, Math.ceil(rate / 250));
 }
 
-function load(url, { keys = 1, rate, amount, duration } = {}) {
-  if (WRK && duration && !rate && !amount) return wrk(url, { keys, duration });
+function load(url, { keys = 1, rate, amount, duration, connections = CONNECTIONS, offset = 0 } = {}) {
+  if (WRK && duration && !rate && !amount) return wrk(url, { keys, duration, connections, offset });
   let i = 0;
   return autocannon({
     url: `${url}/v1/items`,
     // At a fixed rate, few connections: with many, autocannon sends each tick's requests in a burst
     // and the latency measures that queue (500/s over 32 connections: bare p50 11 ms; over 2: 1 ms).
-    connections: rate ? fixedRateConnections(rate) : CONNECTIONS,
+    connections: rate ? fixedRateConnections(rate) : connections,
     pipelining: 1,
     ...(amount ? { amount } : { duration }),
     ...(rate ? { overallRate: rate } : {}),
     requests: [
       {
         setupRequest(req) {
-          req.headers = { ...req.headers, "x-api-key": keys === 1 ? "bench-key" : `bench-key-${i++ % keys}` };
+          req.headers = {
+            ...req.headers,
+            "x-api-key": keys === 1 ? "bench-key" : `bench-key-${(offset + i++) % keys}`,
+          };
           return req;
         },
       },
@@ -288,6 +336,40 @@ async function measure(target, opts = {}, label = undefined) {
   const r = await withCpu(target, () => load(target.url, { ...opts, duration: DURATION }));
   await saveProfile(target, label ?? `${target.name}${opts.keys > 1 ? `-${opts.keys}-keys` : ""}`);
   return r;
+}
+
+/**
+ * The same load on several front urls at once, CONNECTIONS shared among them, each front starting
+ * its turn over the keys at its own share of them (so a run of `keys` requests touches each key
+ * once), as one summary:
+ * requests and statuses summed, p50 the requests-weighted mean of the fronts' p50s (an
+ * approximation), p99 the worst front's.
+ */
+async function loadSpread(urls, opts) {
+  const connections = Math.max(1, Math.round((opts.connections ?? CONNECTIONS) / urls.length));
+  const amount = opts.amount ? Math.ceil(opts.amount / urls.length) : undefined;
+  const share = Math.ceil((opts.keys ?? 1) / urls.length);
+  const parts = (
+    await Promise.all(urls.map((u, i) => load(u, { ...opts, amount, connections, offset: i * share })))
+  ).map(summarize);
+  const total = parts.reduce((n, p) => n + p.total, 0);
+  const statusCodeStats = {};
+  for (const p of parts) {
+    for (const [k, v] of Object.entries(p.statuses)) {
+      statusCodeStats[k] ??= { count: 0 };
+      statusCodeStats[k].count += v;
+    }
+  }
+  return {
+    requests: { average: parts.reduce((n, p) => n + p.rps, 0), total },
+    latency: {
+      p50: parts.reduce((n, p) => n + p.p50 * p.total, 0) / Math.max(1, total),
+      p99: Math.max(...parts.map((p) => p.p99)),
+    },
+    errors: parts.reduce((n, p) => n + p.errors, 0),
+    timeouts: 0,
+    statusCodeStats,
+  };
 }
 
 /**
@@ -349,9 +431,16 @@ async function main() {
       if (Object.keys(r.statuses).some((k) => k >= "500")) {
         console.error(`workerd (${s.name}), its last words:\n${s.stderr().slice(-2000)}`);
       }
-      const { calls, rowsWritten } = await s.stats();
+      const { calls, alarms, activeMs, rowsWritten, rowsRead } = await s.stats();
       const n = Math.max(1, r.total);
-      return { doCalls: calls / n, rowsPerRequest: rowsWritten / n };
+      return {
+        doCalls: calls / n,
+        alarmsPerRequest: alarms / n,
+        activeMsPerRequest: activeMs / n,
+        rowsPerRequest: rowsWritten / n,
+        rowsReadPerRequest: rowsRead / n,
+        rowsPerCall: calls > 0 ? rowsWritten / calls : 0,
+      };
     };
 
     // 1. The bare proxy: the baseline every ratio is against.
@@ -403,6 +492,44 @@ async function main() {
       const r = await measure(s, { keys }, label);
       rows.push({ name, ...r, ...(await perRequest(s, r)), over: 0, base });
       await s.mf.dispose();
+    }
+
+    // 5b. 1,000 keys over SPREAD_ISOLATES isolates: front services of the same bundle, each its own
+    // isolate, sharing one object namespace (the objects live in one more service), the load spread
+    // evenly over the fronts, so each key's traffic reaches every isolate, as in production where
+    // a key's clients land on many machines. Each isolate sees 1/8 of a key's rate.
+    if (wanted("spread")) {
+      const keys = 1000;
+      const sp = await serveWorkerdSpread(
+        "sluice-spread",
+        sluiceScript,
+        { ORIGIN_URL: origin.url, SLUICE_CONFIG: sluiceConfig(1_000_000_000, "1h") },
+        "BenchLimiter",
+        { fronts: SPREAD_ISOLATES },
+      );
+      cleanup.push(() => sp.mf.dispose());
+      const s = { ...sp, stats: () => objectStats(sp.url) };
+      const base = await pairedBase();
+      let r;
+      if (mode === "smoke") {
+        await s.stats();
+        r = await withCpu(s, () => loadSpread(s.urls, { keys, amount: SMOKE_REQUESTS }));
+      } else {
+        // Every key's object exists before the clock starts (as in the 1,000-keys row).
+        await loadSpread(s.urls, { keys, amount: keys });
+        await loadSpread(s.urls, { keys, duration: WARMUP });
+        await s.stats();
+        await originStats(origin);
+        r = await withCpu(s, () => loadSpread(s.urls, { keys, duration: DURATION }));
+      }
+      rows.push({
+        name: `Sluice allowed (1,000 keys over ${SPREAD_ISOLATES} isolates)`,
+        ...r,
+        ...(await perRequest(s, r)),
+        over: 0,
+        base,
+      });
+      await sp.mf.dispose();
     }
 
     // 6. Sluice, rejected path: one key over its limit (REJECT_LIMIT per hour, exact sliding window).
@@ -593,15 +720,17 @@ function fmt(n, d = 0) {
 
 function render(rows, base, { half, twice, far }, bareRuns) {
   const lines = [
-    "| path | requests/s | p50 ms | p99 ms | ratio to bare | workerd CPU µs/request | DO calls/request | rows written/request | over limit at origin | statuses |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    "| path | requests/s | p50 ms | p99 ms | ratio to bare | workerd CPU µs/request | DO calls/request | rows written/request | rows written/call | $ per million requests | bill vs bare | over limit at origin | statuses |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
   ];
+  const bareBill = costPerMillion(rows[0]);
   for (const r of rows) {
+    const bill = costPerMillion(r);
     const st = Object.entries(r.statuses)
       .map(([k, v]) => `${k}: ${v}`)
       .join(", ");
     lines.push(
-      `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${r.fixedRate ? "-" : `${fmt(r.rps / (r.base ?? base), 2)}x`} | ${r.cpuUs === undefined ? "-" : fmt(r.cpuUs)} | ${fmt(r.doCalls, 4)} | ${fmt(r.rowsPerRequest, 4)} | ${r.over} | ${st} |`,
+      `| ${r.name} | ${fmt(r.rps)} | ${fmt(r.p50, 1)} | ${fmt(r.p99, 1)} | ${r.fixedRate ? "-" : `${fmt(r.rps / (r.base ?? base), 2)}x`} | ${r.cpuUs === undefined ? "-" : fmt(r.cpuUs)} | ${fmt(r.doCalls, 4)} | ${fmt(r.rowsPerRequest, 4)} | ${r.rowsPerCall === undefined ? "-" : fmt(r.rowsPerCall, 2)} | ${bill === undefined ? "-" : `$${fmt(bill, 3)}`} | ${bill === undefined || !bareBill ? "-" : `${fmt(bill / bareBill, 2)}x`} | ${r.over} | ${st} |`,
     );
   }
   if (bareRuns.length > 1) {

@@ -54,6 +54,61 @@ export function cpuMs(pid) {
   }
 }
 
+/**
+ * Serves one bundled worker as `fronts` front services (each its own isolate, each on its own
+ * port) and one `objects` service holding the Durable Object class, in one workerd: the fronts
+ * bind SLUICE_LIMITER to the objects service's namespace (durableObjectNamespace with
+ * serviceName), so every front's requests for a key reach the same object, as isolates in
+ * several places do in production. Returns the fronts' urls and the objects service's url (its
+ * /__bench/calls counts every object call and row written).
+ */
+export async function serveWorkerdSpread(name, script, bindings, durableObject, { fronts = 8 } = {}) {
+  const dir = join(root, "bench/.build/workerd", name);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, "do"), { recursive: true });
+  const text = Object.entries(bindings).map(([k, v]) => `(name = ${JSON.stringify(k)}, text = ${JSON.stringify(v)})`);
+  const ports = [];
+  for (let i = 0; i <= fronts; i++) ports.push(await freePort());
+  const worker = (extra, more = "") => `(
+    modules = [(name = "worker.js", esModule = embed ${JSON.stringify(relative(dir, script))})],
+    compatibilityDate = ${JSON.stringify(COMPAT.compatibilityDate)},
+    compatibilityFlags = ${JSON.stringify(COMPAT.compatibilityFlags)},
+    bindings = [${[...text, extra].join(", ")}],
+    ${more}
+    globalOutbound = "internet",
+  )`;
+  const cls = JSON.stringify(durableObject);
+  const services = [
+    `(name = "objects", worker = ${worker(
+      `(name = "SLUICE_LIMITER", durableObjectNamespace = ${cls})`,
+      `durableObjectNamespaces = [(className = ${cls}, uniqueKey = "${name}-${durableObject}", enableSql = true)],
+    durableObjectStorage = (localDisk = "do-disk"),`,
+    )})`,
+  ];
+  const sockets = [`(name = "objects", address = "127.0.0.1:${ports[0]}", http = (), service = "objects")`];
+  for (let i = 1; i <= fronts; i++) {
+    const ns = `(name = "SLUICE_LIMITER", durableObjectNamespace = (className = ${cls}, serviceName = "objects"))`;
+    services.push(`(name = "front${i}", worker = ${worker(ns)})`);
+    sockets.push(`(name = "front${i}", address = "127.0.0.1:${ports[i]}", http = (), service = "front${i}")`);
+  }
+  services.push(
+    `(name = "internet", network = (allow = ["public", "private", "local"]))`,
+    `(name = "do-disk", disk = (path = ${JSON.stringify(join(dir, "do"))}, writable = true))`,
+  );
+  const capnp = `using Workerd = import "/workerd/workerd.capnp";
+const config :Workerd.Config = (
+  services = [
+    ${services.join(",\n    ")}
+  ],
+  sockets = [${sockets.join(", ")}],
+);
+`;
+  const file = join(dir, "config.capnp");
+  writeFileSync(file, capnp);
+  const s = await start(name, file, `http://127.0.0.1:${ports[0]}`);
+  return { ...s, urls: ports.slice(1).map((p) => `http://127.0.0.1:${p}`) };
+}
+
 /** A TCP port on 127.0.0.1 that was free a moment ago. */
 export function freePort() {
   return new Promise((resolve, reject) => {
@@ -109,7 +164,11 @@ const worker :Workerd.Worker = (
 `;
   const file = join(dir, "config.capnp");
   writeFileSync(file, capnp);
-  const inspector = profile ? `127.0.0.1:${await freePort()}` : undefined;
+  return start(name, file, `http://127.0.0.1:${port}`, profile ? `127.0.0.1:${await freePort()}` : undefined);
+}
+
+/** Runs workerd on a config file and waits until `url` answers. */
+async function start(name, file, url, inspector = undefined) {
   const child = spawn(
     join(root, "node_modules/.bin/workerd"),
     ["serve", file, ...(inspector ? ["-i", inspector] : [])],
@@ -122,7 +181,6 @@ const worker :Workerd.Worker = (
     // The last 16 KB: what workerd said most recently (startup errors, uncaught exceptions).
     stderr = (stderr + d).slice(-16_384);
   });
-  const url = `http://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     if (child.exitCode !== null) throw new Error(`workerd exited: ${stderr}`);
     try {

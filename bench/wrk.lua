@@ -1,5 +1,5 @@
 -- wrk script of npm run bench: one API key per request (bench-key, or bench-key-0..N-1 in turn
--- when run with `-- N`), status codes counted, and a JSON summary line for bench/run.mjs.
+-- when run with `-- N`, starting at the Mth with `-- N M`), status codes counted, and a JSON summary line for bench/run.mjs.
 local threads = {}
 
 function setup(thread)
@@ -9,7 +9,7 @@ end
 
 function init(args)
   keys = tonumber(args[1] or "1")
-  counter = first
+  counter = first + tonumber(args[2] or "0")
   statuses = {}
 end
 

@@ -185,6 +185,8 @@ export interface DecideOptions {
   reports?: UseReport[];
   /** Ask for an allowance for further requests of these items: the isolate's recent rate, requests/s. */
   allowanceRate?: number;
+  /** The longest an allowance may last (the `allowanceMaxMs` setting; default MAX_ALLOWANCE_MS, 10 s). */
+  allowanceMaxMs?: number;
 }
 
 export interface DecideResult {

@@ -73,6 +73,8 @@ export interface SluiceConfig {
   adminPath: string;
   /** "auto": isolates admit from allowances their objects grant (docs/algorithms.md); "off": every request asks. */
   allowance: "auto" | "off";
+  /** Longest an allowance lasts, ms: the bound on how late an isolate sees an admin change. */
+  allowanceMaxMs: number;
   /** IPv6 addresses count as their network of this many bits for `ip` identity and scope. */
   ipv6Prefix: number;
   /** Log lines of 429s and shadow violations: "sampled" per keyId, policy and second; "all"; "off". */
@@ -152,6 +154,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
     originTimeoutMs: c.originTimeoutMs,
     adminPath: c.adminPath,
     allowance: c.allowance,
+    allowanceMaxMs: c.allowanceMaxMs,
     ipv6Prefix: c.ipv6Prefix,
     rejectionLog: c.rejectionLog,
     plans,

@@ -158,6 +158,9 @@ export const configSchema = z.strictObject({
     "/__sluice",
   ),
   allowance: z._default(z.enum(["auto", "off"]), "auto"),
+  // How long an allowance may last: how late an isolate holding one may see an admin change
+  // (docs/algorithms.md#allowances). From 20 ms (shorter is not worth granting) to 5 minutes.
+  allowanceMaxMs: z._default(z.int().check(z.minimum(20), z.maximum(300_000)), 10_000),
   ipv6Prefix: z._default(z.int().check(z.minimum(1), z.maximum(128)), 64),
   rejectionLog: z._default(z.enum(["sampled", "all", "off"]), "sampled"),
   plans: z.optional(

@@ -99,11 +99,13 @@ function storedRow(state, policy) {
   for (const f of readdirSync(dir).filter((x) => x.endsWith(".sqlite"))) {
     const db = new DatabaseSync(join(dir, f), { readOnly: true });
     try {
-      // An object that has stored nothing yet has no table.
-      if (!db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'counters'").get()) continue;
-      const row = db.prepare("SELECT data FROM counters WHERE policy = ?").get(policy);
-      if (!row) continue;
-      const d = JSON.parse(row.data);
+      // An object that has stored nothing yet has no table. Every policy's row is in the object's
+      // one state row (src/objects/limiter/storage.ts, schema version 2).
+      if (!db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'state'").get()) continue;
+      const row = db.prepare("SELECT counters FROM state").get();
+      const data = row ? JSON.parse(row.counters)[policy] : undefined;
+      if (data === undefined) continue;
+      const d = JSON.parse(data);
       let ahead = d.block?.left ?? 0;
       for (const [, g] of d.grants ?? []) ahead += g.left * g.cost;
       return { spent: d.state.s.total + (d.block?.left ?? 0), ahead };

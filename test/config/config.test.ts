@@ -14,7 +14,11 @@ describe("configuration", () => {
       storeTimeoutMs: 1000,
       originTimeoutMs: 30000,
       adminPath: "/__sluice",
+      allowanceMaxMs: 10_000,
     });
+    expect(() => parseConfig({ allowanceMaxMs: 5, policies: [{ name: "p", limit: 1, window: "1s" }] })).toThrow(
+      /allowanceMaxMs/,
+    );
     expect(c.policies[0]).toMatchObject({
       kind: "rate",
       limit: 120,

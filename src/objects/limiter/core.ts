@@ -39,7 +39,7 @@ export class LimiterCore {
     // still holds is on its way back to it, so it gets no second one (no stacking in a burst).
     const holds = holder !== "" && items.some((i) => L.heldBy(i.policy, holder) > 0);
     if (allowed && opts.allowanceRate !== undefined && holder && !(opts.decide !== false && holds)) {
-      grant = L.grant(items, now, holder, opts.allowanceRate, crypto.randomUUID());
+      grant = L.grant(items, now, holder, opts.allowanceRate, crypto.randomUUID(), opts.allowanceMaxMs);
     }
     const refused = outcomes.filter((o) => !o.allowed && o.mode === "enforce");
     const cacheable = !allowed && !L.mayBeUndone(now) && !refused.some((o) => L.hasOutstanding(o.policy));

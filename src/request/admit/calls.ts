@@ -92,7 +92,9 @@ export async function ask(
           holder: iso.allowances.holder,
           // The object decides this request itself: it must see exactly what was used.
           reports: iso.allowances.reportsFor(name, now, true),
-          ...(a.allowance ? { allowanceRate: iso.allowances.rateFor(a.cacheKey, now) } : {}),
+          ...(a.allowance
+            ? { allowanceRate: iso.allowances.rateFor(a.cacheKey, now), allowanceMaxMs: config.allowanceMaxMs }
+            : {}),
         }),
         config.storeTimeoutMs,
       ),
@@ -121,6 +123,7 @@ export async function renew(iso: Isolate, a: Asked, config: SluiceConfig, now: n
           holder: iso.allowances.holder,
           reports: iso.allowances.reportsFor(name, now, false),
           allowanceRate: iso.allowances.rateFor(a.cacheKey, now),
+          allowanceMaxMs: config.allowanceMaxMs,
         }),
         config.storeTimeoutMs,
       ),

@@ -40,6 +40,28 @@ export async function sha256Hex(text: string): Promise<string> {
   return out;
 }
 
+/**
+ * Hashes of identity strings this isolate saw recently, so a key's later requests skip SHA-256
+ * (docs/design.md, "Identity"). Memory only, never written anywhere, gone with the isolate; at
+ * most RECENT_MAX entries (the oldest goes first), and only strings of at most RECENT_MAX_CHARS,
+ * so it holds at most about 2.6 MB whatever callers send.
+ */
+const recent = new Map<string, string>();
+export const RECENT_MAX = 10_000;
+const RECENT_MAX_CHARS = 256;
+
+/** sha256Hex of an identity string, from `recent` when this isolate hashed it lately. */
+export async function hashIdentity(text: string): Promise<string> {
+  const hit = recent.get(text);
+  if (hit !== undefined) return hit;
+  const hash = await sha256Hex(text);
+  if (text.length <= RECENT_MAX_CHARS) {
+    if (recent.size >= RECENT_MAX) recent.delete(recent.keys().next().value as string);
+    recent.set(text, hash);
+  }
+  return hash;
+}
+
 /** The value of one identity source on this request, or undefined when absent or empty. */
 export function readSource(req: Request, url: URL, source: string): string | undefined {
   let v: string | null = null;
@@ -81,7 +103,7 @@ export async function resolveIdentity(
     let value = readSource(req, url, source);
     if (value === undefined) continue;
     if (source === "ip") value = addressOf(value, ipv6Prefix);
-    return fromHash(source, await sha256Hex(identityString(source, value)));
+    return fromHash(source, await hashIdentity(identityString(source, value)));
   }
   anonymousHash ??= await sha256Hex(ANONYMOUS);
   return fromHash("anonymous", anonymousHash);

@@ -16,12 +16,15 @@ function rate(policy: string, limit: number, windowMs: number, extra: Partial<Po
   return { policy, kind: "rate", algorithm: "sliding-window", limit, windowMs, cost: 1, mode: "enforce", ...extra };
 }
 
+/** Each policy's counters row as stored (in the object's one state row, src/objects/limiter/storage.ts). */
 async function storedCounters(stub: DurableObjectStub<SluiceLimiter>) {
-  return runInDurableObject(stub, (_i, state) =>
-    state.storage.sql
-      .exec<{ policy: string; data: string }>("SELECT policy, data FROM counters ORDER BY policy")
-      .toArray(),
+  const rows = await runInDurableObject(stub, (_i, state) =>
+    state.storage.sql.exec<{ counters: string }>("SELECT counters FROM state").toArray(),
   );
+  const counters = JSON.parse(rows[0]?.counters ?? "{}") as Record<string, string>;
+  return Object.keys(counters)
+    .sort()
+    .map((policy) => ({ policy, data: counters[policy] as string }));
 }
 
 describe("SluiceLimiter Durable Object", () => {
@@ -81,9 +84,14 @@ describe("SluiceLimiter Durable Object", () => {
     }
     expect(await runInDurableObject(stub, (_i, state) => state.storage.getAlarm())).toBeNull();
     expect((await stub.peek(item))[0]?.remaining).toBe(7);
-    // Billed rows: SQLite counts a new row with its key index as two, an upsert of it as one (an
-    // INSERT OR REPLACE would count two every time).
-    expect(written).toEqual([2, 1, 1]);
+    // Billed rows: the object's one state row (its key is the rowid, no separate index), upserted
+    // (an INSERT OR REPLACE would count two every time).
+    expect(written).toEqual([1, 1, 1]);
+    // Counters and usage figures changed by one call: still one row.
+    const before = storageStats.rowsWritten;
+    expect((await stub.decide(item, { recordUsage: true })).allowed).toBe(true);
+    expect(storageStats.rowsWritten - before).toBe(1);
+    expect((await stub.usageTotals())["24h"].passed).toBe(1);
   });
 
   it("a busy key books storage blocks: thousands admitted for a few rows, and a restart right after loses none", async () => {
@@ -126,5 +134,22 @@ describe("SluiceLimiter Durable Object", () => {
     });
     const rows = await storedCounters(stub);
     expect(rows.map((r) => r.policy)).toEqual(["other"]);
+  });
+
+  it("far from its limit a key's allowance is sized by the room, not only its recent rate, and lasts at most allowanceMaxMs", async () => {
+    setClock(T0);
+    const stub = stubFor();
+    const item = [rate("hourly", 64_000, 3_600_000)];
+    // An isolate that has seen no traffic of the key (rate 0) still gets 1/64 of the room.
+    const first = await stub.decide(item, { holder: "a", allowanceRate: 0 });
+    expect(first.grant?.requests).toBe(Math.floor((64_000 - 1) / 64));
+    expect(first.grant?.durationMs).toBe(10_000);
+    // The lifetime follows the setting.
+    const short = await stub.decide(item, { holder: "b", allowanceRate: 0, allowanceMaxMs: 2_000 });
+    expect(short.grant?.durationMs).toBe(2_000);
+    // Near the limit the room's share is under one request: a quiet isolate gets none and asks.
+    const tight = stubFor();
+    const small = [rate("small", 60, 3_600_000)];
+    expect((await tight.decide(small, { holder: "a", allowanceRate: 0 })).grant).toBeNull();
   });
 });

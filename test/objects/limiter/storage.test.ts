@@ -50,5 +50,17 @@ describe("limiter storage (src/objects/limiter/storage.ts)", () => {
     // Version 1 is recorded by the absence of a version row: loading wrote none.
     const meta = await runInDurableObject(stub, (_i, state) => state.storage.sql.exec("SELECT * FROM meta").toArray());
     expect(meta).toEqual([]);
+    // The next write moves the version 1 rows into the one state row (version 2), and they load
+    // from there after a restart.
+    expect((await stub.decide([item], { recordUsage: true })).allowed).toBe(true);
+    const left = await runInDurableObject(stub, (_i, state) => ({
+      counters: state.storage.sql.exec("SELECT count(*) AS n FROM counters").one().n,
+      usage: state.storage.sql.exec("SELECT count(*) AS n FROM usage").one().n,
+      state: state.storage.sql.exec("SELECT count(*) AS n FROM state").one().n,
+    }));
+    expect(left).toEqual({ counters: 0, usage: 0, state: 1 });
+    await evictDurableObject(stub);
+    expect((await stub.peek([item]))[0]?.remaining).toBe(4);
+    expect((await stub.usageTotals())["24h"]).toEqual({ passed: 5, rejected: 1 });
   });
 });

@@ -1,5 +1,5 @@
-import { describe, expect, it } from "vitest";
-import { sha256Hex } from "../../../src/request/identify/identity.ts";
+import { describe, expect, it, vi } from "vitest";
+import { hashIdentity, RECENT_MAX, sha256Hex } from "../../../src/request/identify/identity.ts";
 import { send, setClock, statuses, unique } from "../../support/worker.ts";
 
 const T0 = 1_800_000_000_000;
@@ -76,5 +76,29 @@ describe("identity", () => {
 
   it("keyId is the first 16 hex digits of SHA-256 of the key", async () => {
     expect(await sha256Hex("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  });
+
+  it("hashes a recently seen key once: later requests reuse its hash, and the memory is bounded", async () => {
+    const digest = vi.spyOn(crypto.subtle, "digest");
+    try {
+      const key = unique();
+      const want = await sha256Hex(key);
+      digest.mockClear();
+      expect(await hashIdentity(key)).toBe(want);
+      expect(await hashIdentity(key)).toBe(want);
+      expect(digest).toHaveBeenCalledTimes(1);
+      // RECENT_MAX other keys push it out: it is hashed afresh, to the same value.
+      for (let i = 0; i < RECENT_MAX; i++) await hashIdentity(`${key}-${i}`);
+      digest.mockClear();
+      expect(await hashIdentity(key)).toBe(want);
+      expect(digest).toHaveBeenCalledTimes(1);
+      // A long value is never kept.
+      const long = `${key}${"x".repeat(300)}`;
+      await hashIdentity(long);
+      await hashIdentity(long);
+      expect(digest).toHaveBeenCalledTimes(3);
+    } finally {
+      digest.mockRestore();
+    }
   });
 });

@@ -9,7 +9,10 @@ import type { GrantItem, PolicyItem, UseReport } from "../../../protocol.ts";
  * rest. This file keeps who holds what; the rate states it books in are passed in.
  */
 
-/** Longest an allowance lasts; also the bound on how late an override or reset is seen. */
+/**
+ * Longest an allowance lasts by default (the `allowanceMaxMs` setting); also the bound on how late
+ * an override, plan change or reset is seen by an isolate holding one.
+ */
 export const MAX_ALLOWANCE_MS = 10_000;
 /** An allowance lasts a quarter of its tightest window (at most MAX_ALLOWANCE_MS)... */
 const ALLOWANCE_WINDOW_SHARE = 4;
@@ -19,6 +22,15 @@ const MIN_ALLOWANCE_MS = 20;
 const ALLOWANCE_HEADROOM = 1.5;
 /** An allowance never takes more than this share of a policy's room (1/2: half of what is left). */
 const ALLOWANCE_ROOM_SHARE = 2;
+/**
+ * Far from the limit an allowance may hold up to 1/ALLOWANCE_FAR_SHARE of the room, whatever the
+ * isolate's recent rate: a key whose traffic is spread thin over many isolates (each seeing a
+ * fraction of its rate) then still asks about once per allowance, not once per few requests. Units
+ * granted and not used are given back when the holder reports; until then they only make the key
+ * look fuller. Eight isolates holding such allowances tie up at most 8/64 of the room; near the
+ * limit the share is under one request and the recent rate alone sizes it (docs/algorithms.md#allowances).
+ */
+const ALLOWANCE_FAR_SHARE = 64;
 
 export interface GrantRec {
   /** The isolate holding it. */
@@ -45,17 +57,20 @@ export interface Sizing {
 }
 
 /**
- * How long an allowance lasts and how many requests it holds: sized to the isolate's recent rate
- * (`ratePerSec`, requests per second) and to at most half the room each policy has left; null
- * when that is under one request (near the limit every request asks the object).
+ * How long an allowance lasts (at most `maxMs`) and how many requests it holds: the larger of the
+ * isolate's need at its recent rate (`ratePerSec`, requests per second) and 1/ALLOWANCE_FAR_SHARE
+ * of the room, never more than half the room any policy has left; null when that is under one
+ * request (near the limit every request asks the object).
  */
 export function sizeAllowance(
   policies: readonly Sizing[],
   now: number,
   ratePerSec: number,
+  maxMs = MAX_ALLOWANCE_MS,
 ): { durationMs: number; requests: number } | null {
-  let durationMs = MAX_ALLOWANCE_MS;
+  let durationMs = maxMs;
   let requests = Number.POSITIVE_INFINITY;
+  let far = Number.POSITIVE_INFINITY;
   for (const { item, p, state } of policies) {
     durationMs = Math.min(durationMs, Math.floor(p.windowMs / ALLOWANCE_WINDOW_SHARE));
     // A fixed window's allowance never spans its boundary.
@@ -65,10 +80,13 @@ export function sizeAllowance(
     }
     const room = check(state, now, p, 0).remaining;
     requests = Math.min(requests, Math.floor(room / (ALLOWANCE_ROOM_SHARE * item.cost)));
+    far = Math.min(far, Math.floor(room / (ALLOWANCE_FAR_SHARE * item.cost)));
   }
   if (durationMs < MIN_ALLOWANCE_MS) return null;
-  // A key too quiet to need one request within the allowance's time gets none: it asks each time.
-  requests = Math.min(requests, Math.floor((ratePerSec * durationMs * ALLOWANCE_HEADROOM) / 1000));
+  // Near the limit (far < 1), a key too quiet to need one request within the allowance's time
+  // gets none: it asks each time.
+  const need = Math.floor((ratePerSec * durationMs * ALLOWANCE_HEADROOM) / 1000);
+  requests = Math.min(requests, Math.max(need, far));
   if (!(requests >= 1)) return null;
   return { durationMs, requests };
 }

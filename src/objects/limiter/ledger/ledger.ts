@@ -9,7 +9,7 @@ import {
   type Receipt,
   type UseReport,
 } from "../../../protocol.ts";
-import { type Sizing, sizeAllowance } from "./grants.ts";
+import { MAX_ALLOWANCE_MS, type Sizing, sizeAllowance } from "./grants.ts";
 import { slotStanding, slotVerdict } from "./leases.ts";
 import { Rows } from "./rows.ts";
 import { Terms } from "./terms.ts";
@@ -204,13 +204,20 @@ export class Ledger {
    * Grants `holder` an allowance for requests of exactly these items (sizeAllowance: how many, how
    * long), or null. Booked at its end in every policy; on disk before the isolate can use it.
    */
-  grant(items: readonly PolicyItem[], now: number, holder: string, ratePerSec: number, id: string): Grant | null {
+  grant(
+    items: readonly PolicyItem[],
+    now: number,
+    holder: string,
+    ratePerSec: number,
+    id: string,
+    maxMs = MAX_ALLOWANCE_MS,
+  ): Grant | null {
     if (!allowanceEligible(items)) return null;
     const sizing: Sizing[] = items.map((item) => {
       const p = this.terms.params(item, now);
       return { item, p, state: this.rows.rateState(item, p, now) };
     });
-    const size = sizeAllowance(sizing, now, ratePerSec);
+    const size = sizeAllowance(sizing, now, ratePerSec, maxMs);
     if (!size) return null;
     const end = now + size.durationMs;
     const out = sizing.map((s) => {
