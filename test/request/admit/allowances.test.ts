@@ -159,7 +159,9 @@ describe("allowances: invented keys behind a per-address backstop", () => {
     const rows = await runInDurableObject(stub, (_i, state) => ({
       counters: state.storage.sql.exec("SELECT count(*) AS n FROM counters").one().n,
       usage: state.storage.sql.exec("SELECT count(*) AS n FROM usage").one().n,
+      // Schema 2 keeps an object's counters and figures in one row (src/objects/limiter/storage.ts).
+      state: state.storage.sql.exec("SELECT count(*) AS n FROM state").one().n,
     }));
-    expect(rows).toEqual({ counters: 0, usage: 0 });
+    expect(rows).toEqual({ counters: 0, usage: 0, state: 0 });
   });
 });
