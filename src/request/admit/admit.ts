@@ -28,7 +28,7 @@ export interface StoreFailure {
 export interface Admission {
   allowed: boolean;
   outcomes: Outcome[];
-  /** When decided (the latest object clock of the answers; this isolate's clock if none was asked). */
+  /** When decided (the latest object clock of the answers; this isolate's clock when the request passed if none was asked). */
   now: number;
   /** Objects whose call failed or timed out: the request has no outcomes then. */
   failures: StoreFailure[];
@@ -126,7 +126,7 @@ export async function admit(input: AdmitInput): Promise<Admission> {
   else confirmLocal(iso, asked, config, now, background);
   const outcomes = failed && !open ? [] : asked.flatMap((a) => a.local?.outcomes ?? a.result?.outcomes ?? []);
   const answered = asked.flatMap((a) => (a.result ? [a.result.now] : []));
-  return conclude(allowed, outcomes, answered.length > 0 ? Math.max(...answered) : now0, false);
+  return conclude(allowed, outcomes, answered.length > 0 ? Math.max(...answered) : now, false);
 }
 
 /** Counts a rejection the key's own object did not decide in its usage figures (reported in batches). */

@@ -35,6 +35,12 @@ interface Allowance {
   mark: number;
   /** Reports sent of it so far (UseReport.seq). */
   reports: number;
+  /**
+   * This isolate's clock when the grant arrived (after the object made it): Reset counts down
+   * from here, so it never ends before the object's own reset (counted from the send time it
+   * would end early by the trip there).
+   */
+  arrivedAt: number;
 }
 
 interface Slot {
@@ -135,7 +141,6 @@ export class AllowanceTable {
     s.taken++;
     // Admitted here since the ask that brought this allowance was sent: its grant did not see them.
     const used = s.taken - a.mark;
-    const elapsed = now - a.sentAt;
     const outcomes = items.map((item, i): Outcome => {
       const g = a.grant.items[i];
       return {
@@ -147,7 +152,7 @@ export class AllowanceTable {
         allowed: true,
         // What the object had left for this isolate when it granted, less what was used here since.
         remaining: Math.max(0, (g?.remaining ?? 0) - used * item.cost),
-        resetMs: Math.max(1, (g?.resetMs ?? item.windowMs) - elapsed),
+        resetMs: Math.max(1, (g?.resetMs ?? item.windowMs) - Math.max(0, now - a.arrivedAt)),
         retryAfterMs: 0,
       };
     });
@@ -258,7 +263,7 @@ export class AllowanceTable {
   }
 
   /** Installs a new allowance for `key`; the previous one is retired (closed at the next call). */
-  install(key: string, object: string, grant: Grant, sentAt: number, mark: number): void {
+  install(key: string, object: string, grant: Grant, sentAt: number, mark: number, arrivedAt = sentAt): void {
     const s = this.slot(key, sentAt);
     this.retire(s);
     const safety = Math.min(SAFETY_MAX_MS, Math.floor(grant.durationMs / SAFETY_SHARE));
@@ -273,6 +278,7 @@ export class AllowanceTable {
       retired: false,
       mark,
       reports: 0,
+      arrivedAt: Math.max(arrivedAt, sentAt),
     };
     let set = this.byObject.get(object);
     if (!set) {

@@ -101,7 +101,7 @@ export async function ask(
     );
     a.error = undefined;
     iso.blocked.record(a.cacheKey, a.result);
-    if (a.result.grant) iso.allowances.install(a.cacheKey, name, a.result.grant, now, mark);
+    if (a.result.grant) iso.allowances.install(a.cacheKey, name, a.result.grant, now, mark, iso.now());
   } catch (e) {
     a.error = e;
   }
@@ -129,7 +129,7 @@ export async function renew(iso: Isolate, a: Asked, config: SluiceConfig, now: n
       ),
       true,
     );
-    if (r.grant) iso.allowances.install(a.cacheKey, name, r.grant, now, mark);
+    if (r.grant) iso.allowances.install(a.cacheKey, name, r.grant, now, mark, iso.now());
   } finally {
     iso.allowances.renewing(a.cacheKey, false);
   }
