@@ -53,9 +53,11 @@ export async function startOrigin() {
       list.push(seen);
       log.set(id, list);
     }
-    const m = /^\/__(slow|big|redirect|reset|hold|status|usage|sse)(?:\/([^/?]+))?/.exec(url);
     // /v1/chat/completions answers as /__usage does (docs/examples/llm-tokens.toml's tests).
-    switch (url.startsWith("/v1/chat/completions") ? "usage" : m?.[1]) {
+    const m = /^\/__(slow|big|redirect|reset|hold|status|usage|sse)(?:\/([^/?]+))?/.exec(
+      url.startsWith("/v1/chat/completions") ? "/__usage" : url,
+    );
+    switch (m?.[1]) {
       case "slow": {
         if (!m) return;
         const f = typeof id === "string" ? (inflight.get(id) ?? { now: 0, max: 0 }) : { now: 0, max: 0 };
