@@ -6,8 +6,7 @@
  * objects are given, built and parsed here only. Types and pure helpers, no I/O: both sides and
  * the tests import it. The words are defined in docs/design.md#glossary.
  */
-import type { Period, Verdict } from "./algorithms/index.ts";
-import type { Algorithm } from "./config/config.ts";
+import type { Algorithm, Period, Verdict } from "./algorithms/index.ts";
 import type { PlanEntry } from "./config/plans.ts";
 
 // ---- names of objects

@@ -1,11 +1,10 @@
-import type { Algorithm } from "../config/config.ts";
 import { type FixedState, fixedAdd, fixedCheck, fixedEnd, fixedInit, fixedRefund } from "./fixed-window.ts";
 import { type SlidingState, slidingAdd, slidingCheck, slidingInit, slidingRefund } from "./sliding-window.ts";
 import { type TokenState, tokenAdd, tokenBook, tokenCheck, tokenInit, tokenRefund } from "./token-bucket.ts";
-import type { RateParams, Verdict } from "./types.ts";
+import type { Algorithm, RateParams, Verdict } from "./types.ts";
 
 export type { Period } from "./calendar.ts";
-export { NEVER, type RateParams, type Verdict } from "./types.ts";
+export { type Algorithm, NEVER, type RateParams, type Verdict } from "./types.ts";
 
 /** The stored state of one rate policy, tagged with the algorithm that owns it. */
 export type RateState =

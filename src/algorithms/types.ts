@@ -29,3 +29,6 @@ export interface Verdict {
 
 /** A rejection that no wait can cure: the request costs more than the whole limit. */
 export const NEVER = Number.POSITIVE_INFINITY;
+
+/** The counting algorithms of a rate policy (docs/algorithms.md). */
+export type Algorithm = "sliding-window" | "fixed-window" | "token-bucket";

@@ -4,6 +4,7 @@
  */
 import type * as z from "zod/mini";
 import type { Period } from "../algorithms/calendar.ts";
+import type { Algorithm } from "../algorithms/types.ts";
 import { isKeyOnly } from "../protocol.ts";
 import { SluiceError } from "../util/errors.ts";
 import { PERIOD_MIN_MS, parseDuration } from "./duration.ts";
@@ -15,7 +16,8 @@ export { type Duration, MAX_WINDOW_MS, parseDuration } from "./duration.ts";
 /** SLUICE_CONFIG as written in wrangler.toml. */
 export type SluiceConfigInput = z.input<typeof configSchema>;
 
-export type Algorithm = "sliding-window" | "fixed-window" | "token-bucket";
+export type { Algorithm } from "../algorithms/types.ts";
+
 export type { Period };
 
 /** One policy after validation, with every default filled in and durations in ms. */

@@ -8,7 +8,7 @@ import {
   refund,
   type Verdict,
 } from "../../../algorithms/index.ts";
-import type { Algorithm } from "../../../config/config.ts";
+import type { Algorithm } from "../../../algorithms/types.ts";
 import type { PolicyItem } from "../../../protocol.ts";
 
 interface Counter {
