@@ -3,6 +3,7 @@ import { env } from "cloudflare:workers";
 import { afterEach } from "vitest";
 import type { SluiceConfigInput } from "../../src/config/config.ts";
 import worker from "../../src/index.ts";
+import { OWED_FLUSH_MS, owedFlush } from "../../src/request/admit/calls.ts";
 import { clock } from "../../src/util/clock.ts";
 
 /** Origin the worker proxies to in tests: a real Node HTTP server on 127.0.0.1. */
@@ -23,9 +24,24 @@ export function advance(ms: number): void {
   setClock((fake ?? Date.now()) + ms);
 }
 
+/**
+ * The wait before figures owed by this isolate are sent on their own, in these tests: send() and
+ * sendSettled() wait for a request's waitUntil, which holds it (src/request/admit/calls.ts). The
+ * tests of that flush set the real OWED_FLUSH_MS.
+ */
+export const TEST_OWED_FLUSH_MS = 20;
+owedFlush.ms = TEST_OWED_FLUSH_MS;
+
+/** Restores the production wait of the usage flush for one test (reset after it). */
+export function realOwedFlush(): number {
+  owedFlush.ms = OWED_FLUSH_MS;
+  return OWED_FLUSH_MS;
+}
+
 afterEach(() => {
   fake = undefined;
   clock.now = () => Date.now();
+  owedFlush.ms = TEST_OWED_FLUSH_MS;
 });
 
 let counter = 0;

@@ -238,7 +238,7 @@ const BODY = `
     <h2>Busiest keys
       <select id="top-window" aria-label="window"><option>24h</option><option>7d</option><option>30d</option></select>
       <button id="top-refresh">Refresh</button></h2>
-    <p class="muted">Figures reach this list within a minute of a request.</p>
+    <p class="muted">Figures reach this list within 70 s of a request.</p>
     <div class="row">
       <div><h3>By rejections</h3><table><thead><tr><th>keyId</th><th class="n">passed</th><th class="n">rejected</th></tr></thead><tbody id="top-rejected"></tbody></table></div>
       <div><h3>By passes</h3><table><thead><tr><th>keyId</th><th class="n">passed</th><th class="n">rejected</th></tr></thead><tbody id="top-passed"></tbody></table></div>

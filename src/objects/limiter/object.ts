@@ -39,6 +39,12 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
   protected readonly ledger = new Ledger();
   private readonly storage: LimiterStorage;
   private flushScheduled = false;
+  /** When the alarm is set for, as far as this instance knows (wall clock, ms). */
+  private alarmAt: number | undefined;
+  /** When the top-keys index is owed a trailing report (wall clock, ms); see report(). */
+  private directoryAt: number | undefined;
+  /** No report sent by this instance yet: its first alarm reports, in case the last one had one owed. */
+  private reported = false;
   /** When counters were last written (wall clock, ms). */
   private lastFlushAt = 0;
   private lastNow = 0;
@@ -193,9 +199,8 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
    */
   private persist(): void {
     const L = this.ledger;
-    // The top-keys index hears of changed figures at most once a minute (src/objects/directory/object.ts).
     const usage = L.changedUsage();
-    if (usage) publishUsage(this.ctx, this.env, usage);
+    if (usage) this.report(usage);
     if (L.mustWrite()) {
       this.flush();
       return;
@@ -206,11 +211,44 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
       return;
     }
     this.flushScheduled = true;
-    void this.ctx.storage.setAlarm(this.lastFlushAt + FLUSH_MS);
+    this.wake(this.lastFlushAt + FLUSH_MS);
   }
 
+  /**
+   * Sends the figures to the top-keys index (src/objects/directory/object.ts: at most once per
+   * interval); a change inside the interval is owed, and the alarm sends it when the interval
+   * ends. The alarm is stored, so the trailing report survives eviction and restart: a new
+   * instance's first alarm reports whatever was loaded. A key that stopped is listed within the
+   * interval plus one call (docs/design.md, "Top keys").
+   */
+  private report(usage: ReadonlyMap<number, [number, number]>): void {
+    this.reported = true;
+    const wait = publishUsage(this.ctx, this.env, usage);
+    if (wait <= 0) this.directoryAt = undefined;
+    else if (this.directoryAt === undefined) {
+      this.directoryAt = Date.now() + wait;
+      this.wake(this.directoryAt);
+    }
+  }
+
+  /** Makes sure the object's one alarm fires by `at` (wall clock, ms). */
+  private wake(at: number): void {
+    if (this.alarmAt !== undefined && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    void this.ctx.storage.setAlarm(at);
+  }
+
+  /**
+   * The one alarm serves every deferred job: the counters' write, the trailing top-keys report.
+   * It may have been set by an earlier instance, or replaced by a nearer one: each job is done if
+   * due and set again from what this instance holds.
+   */
   override async alarm(): Promise<void> {
+    this.alarmAt = undefined;
     this.flushScheduled = false;
+    const owed = this.directoryAt !== undefined || !this.reported;
+    this.directoryAt = undefined;
+    if (owed) this.report(this.ledger.changedUsage(true) ?? new Map());
     this.flush();
   }
 

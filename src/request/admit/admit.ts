@@ -12,7 +12,7 @@ import type { Bucket } from "../match/buckets.ts";
 import { type AfterResponse, afterResponse } from "./after.ts";
 import { allowances } from "./allowances.ts";
 import { BlockedCache, blockedCache } from "./blocked-cache.ts";
-import { type Asked, ask, type Call, renew } from "./calls.ts";
+import { type Asked, ask, type Call, flushOwedLater, renew } from "./calls.ts";
 import { giveBackWithinMs } from "./count-status.ts";
 
 /** Time allowed for an undo's own trip to an object, beyond the store's time limit. */
@@ -95,6 +95,7 @@ export async function admit(input: AdmitInput): Promise<Admission> {
     const failures = asked
       .filter((a) => a.error !== undefined)
       .map((a) => ({ policies: a.bucket.items.map((i) => i.policy), error: a.error }));
+    flushOwedLater(own, background); // figures decided here reach the key's object on their own
     return {
       allowed,
       outcomes,

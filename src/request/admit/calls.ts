@@ -7,6 +7,7 @@
 import type { SluiceConfig } from "../../config/config.ts";
 import type { DecideResult, LimiterRpc } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
+import { logEvent } from "../../util/log.ts";
 import type { Bucket } from "../match/buckets.ts";
 import { allowances, type LocalAdmission } from "./allowances.ts";
 import { blockedCache } from "./blocked-cache.ts";
@@ -80,6 +81,7 @@ export async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: 
       ),
     );
     a.error = undefined;
+    if (a.bucket.perKey) noteKnown(name);
     blockedCache.record(a.cacheKey, a.result);
     if (a.result.grant) allowances.install(a.cacheKey, name, a.result.grant, now, mark);
   } catch (e) {
@@ -124,6 +126,76 @@ export async function sendReports(stub: LimiterRpc, name: string, perKey: boolea
   const reports = allowances.reportsFor(name, clock.now(), false);
   const passed = perKey ? allowances.takePassed(name) : 0;
   if (reports.length > 0 || passed > 0) await stub.reportUses(reports, passed);
+}
+
+/**
+ * Longest (wall clock, ms) usage figures decided in this isolate (rejections its cache answered,
+ * passes an allowance admitted) wait before they are sent to the key's object on their own, when
+ * no call of the key carries them first: the object has them within this plus one call's time,
+ * whether or not the key sends anything more (docs/design.md, "Usage figures").
+ */
+export const OWED_FLUSH_MS = 1_000;
+
+/**
+ * The wait in use. Tests of whole-worker behaviour shorten it (test/support/worker.ts): their
+ * helpers wait for each request's waitUntil, and a real second per request that owes figures
+ * would only slow them.
+ */
+export const owedFlush = { ms: OWED_FLUSH_MS };
+
+/** Per-key objects with a flush on its way from this isolate. */
+const flushing = new Set<string>();
+
+/**
+ * Per-key objects that have decided a request from this isolate (most recent last, at most
+ * MAX_KNOWN). Only these are flushed to: a key the isolate never asked of its own object (an
+ * invented key a per-address backstop refused, docs/algorithms.md#allowances) must not have its
+ * object created and written by a flush. Its figures wait for its next call, as before.
+ */
+const known = new Set<string>();
+const MAX_KNOWN = 10_000;
+
+function noteKnown(name: string): void {
+  known.delete(name);
+  known.add(name);
+  if (known.size > MAX_KNOWN) {
+    const oldest = known.values().next().value;
+    if (oldest !== undefined) known.delete(oldest);
+  }
+}
+
+/**
+ * After a request that left the key's usage figures owed here: sends them to its object in
+ * OWED_FLUSH_MS unless a flush is already on its way. The wait rides on this request's
+ * `background` (its waitUntil): workerd drops timers of a request that has finished, and this
+ * keeps that one request's context open at most that long; whatever a call sent meanwhile
+ * is gone from what is owed, and the flush sends only what is left, with at most two calls
+ * (rejections, passes) per key per OWED_FLUSH_MS.
+ */
+export function flushOwedLater(
+  a: { bucket: Bucket; readonly stub: LimiterRpc } | undefined,
+  background: (p: Promise<unknown>) => void,
+): void {
+  if (!a?.bucket.perKey) return;
+  const name = a.bucket.name;
+  if (flushing.has(name) || !known.has(name)) return;
+  if (!(blockedCache.owes(name) || allowances.owesPassed(name))) return;
+  flushing.add(name);
+  const stub = a.stub;
+  const flush = async () => {
+    await new Promise((r) => setTimeout(r, owedFlush.ms));
+    flushing.delete(name);
+    const rejected = blockedCache.takeUnreported(name);
+    const passed = allowances.takePassed(name);
+    if (rejected > 0) await stub.countRejections(rejected);
+    if (passed > 0) await stub.reportUses([], passed);
+  };
+  background(
+    flush().catch((e: unknown) => {
+      flushing.delete(name);
+      logEvent("sluice.usage_flush_error", { object: name, error: String(e) });
+    }),
+  );
 }
 
 /**
