@@ -136,6 +136,11 @@ interface ReporterState {
 
 const reporters = new WeakMap<DurableObjectState, ReporterState>();
 
+/** When this object instance last sent its figures to top keys (limiter clock, ms); undefined if not yet. */
+export function lastReportAt(ctx: DurableObjectState): number | undefined {
+  return reporters.get(ctx)?.lastAt;
+}
+
 /** Only for tests (test/wrangler.test.toml, test/cli/): a shorter report interval, in ms. Internal. */
 function reportInterval(env: Record<string, unknown>): number {
   const ms = Number(env.SLUICE_DIRECTORY_REPORT_MS);

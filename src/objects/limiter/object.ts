@@ -1,19 +1,23 @@
 import { DurableObject } from "cloudflare:workers";
-import type {
-  DecideOptions,
-  DecideResult,
-  Grant,
-  HourlySeries,
-  LimiterRpc,
-  Outcome,
-  Override,
-  PolicyItem,
-  Receipt,
-  UsageWindow,
-  UseReport,
+import {
+  type AlertRule,
+  type DecideOptions,
+  type DecideResult,
+  type Grant,
+  type HourlySeries,
+  keyIdOfName,
+  type LimiterRpc,
+  type Outcome,
+  type Override,
+  type PolicyItem,
+  type Receipt,
+  type RecentAlert,
+  type UsageWindow,
+  type UseReport,
 } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
-import { publishUsage } from "../directory/object.ts";
+import { lastReportAt, publishUsage } from "../directory/object.ts";
+import { deliverDue, KeyAlerts } from "./alerts.ts";
 import { Ledger } from "./ledger/ledger.ts";
 import { LimiterStorage } from "./storage.ts";
 
@@ -38,6 +42,8 @@ export const FLUSH_MS = 1_000;
 export class SluiceLimiter extends DurableObject implements LimiterRpc {
   protected readonly ledger = new Ledger();
   private readonly storage: LimiterStorage;
+  /** The key's alerts (src/objects/limiter/alerts.ts); none for an object that is not a key's. */
+  private readonly alerts: KeyAlerts;
   private flushScheduled = false;
   /** When the alarm is set for, as far as this instance knows (wall clock, ms). */
   private alarmAt: number | undefined;
@@ -52,10 +58,12 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
     this.storage = new LimiterStorage(ctx.storage.sql);
+    this.alerts = new KeyAlerts(keyIdOfName(ctx.id.name), this.storage);
     ctx.blockConcurrencyWhile(async () => {
       try {
         this.storage.migrate();
         this.storage.load(this.ledger);
+        this.storage.loadAlerts(this.alerts);
       } catch (e) {
         // Rethrown outside so the object resets instead of serving with half-loaded counters.
         console.error(JSON.stringify({ event: "sluice.load_failed", error: String(e) }));
@@ -79,8 +87,12 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
   async decide(items: PolicyItem[], opts: DecideOptions = {}): Promise<DecideResult> {
     const L = this.ledger;
     const now = this.now();
+    this.alerts.use(opts.alerts);
     if (opts.reports) L.report(opts.reports);
-    if (opts.recordUsage) L.count(now, opts.passedElsewhere ?? 0, opts.rejectedElsewhere ?? 0);
+    if (opts.recordUsage) {
+      L.count(now, opts.passedElsewhere ?? 0, opts.rejectedElsewhere ?? 0);
+      this.rejected(now, opts.rejectedElsewhere ?? 0);
+    }
     let allowed = true;
     let outcomes: Outcome[] = [];
     let receipt: Receipt | null = null;
@@ -104,7 +116,14 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
     const heldByYou = !allowed && holder !== "" && refused.some((o) => L.heldBy(o.policy, holder) > 0);
     // A refusal the isolate will retry (heldByYou) is not a rejection yet: the retry is counted,
     // where it is decided (here again, or as a pass from the allowance it waited for).
-    if (opts.recordUsage && opts.decide !== false && !heldByYou) L.count(now, allowed ? 1 : 0, allowed ? 0 : 1);
+    if (opts.recordUsage && opts.decide !== false && !heldByYou) {
+      L.count(now, allowed ? 1 : 0, allowed ? 0 : 1);
+      if (!allowed) this.rejected(now, 1, refused[0]?.policy);
+    }
+    // A quota alert looks at the standing of its policy: arithmetic, no call and no write unless it fires.
+    if (opts.recordUsage && this.alerts.watches(items)) {
+      if (this.alerts.quota(now, items, outcomes.length > 0 ? outcomes : L.peek(items, now))) this.wakeForAlerts();
+    }
     this.persist();
     return { allowed, outcomes, receipt, now, cacheable, grant, heldByYou };
   }
@@ -186,9 +205,32 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
   }
 
   /** Adds rejections the worker answered from its cache to the usage figures. */
-  async countRejections(n: number): Promise<void> {
-    this.ledger.count(this.now(), 0, n);
+  async countRejections(n: number, alerts?: AlertRule[]): Promise<void> {
+    const now = this.now();
+    this.alerts.use(alerts);
+    this.ledger.count(now, 0, n);
+    this.rejected(now, n);
     this.persist();
+  }
+
+  /**
+   * For the usage endpoint: the key's last alerts, newest first (pending ones too); this object's
+   * clock as it reads (its figures hold what it has heard of by then); and when top keys last got
+   * them from this instance (null: not since it started).
+   */
+  async alertsAndFreshness(): Promise<{ alerts: RecentAlert[]; at: number; listedAt: number | null }> {
+    return { alerts: this.storage.recentAlerts(5), at: this.now(), listedAt: lastReportAt(this.ctx) ?? null };
+  }
+
+  /** Rejections counted: a `rejected` alert may fire (its delivery is then due at once). */
+  private rejected(now: number, n: number, policy?: string): void {
+    if (this.alerts.rejected(now, n, policy)) this.wakeForAlerts();
+  }
+
+  /** Sets the alarm for the next pending alert (limiter clock, turned into wall-clock time). */
+  private wakeForAlerts(): void {
+    const next = this.storage.nextPendingAt();
+    if (next !== undefined) this.wake(Date.now() + Math.max(0, next - this.now()));
   }
 
   /**
@@ -239,7 +281,8 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
   }
 
   /**
-   * The one alarm serves every deferred job: the counters' write, the trailing top-keys report.
+   * The one alarm serves every deferred job: the counters' write, the trailing top-keys report,
+   * the alerts' deliveries and retries (src/objects/limiter/alerts.ts).
    * It may have been set by an earlier instance, or replaced by a nearer one: each job is done if
    * due and set again from what this instance holds.
    */
@@ -250,6 +293,9 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
     this.directoryAt = undefined;
     if (owed) this.report(this.ledger.changedUsage(true) ?? new Map());
     this.flush();
+    const secret = (this.env as { SLUICE_WEBHOOK_SECRET?: string }).SLUICE_WEBHOOK_SECRET;
+    const next = await deliverDue(this.storage, secret, this.now());
+    if (next !== undefined) this.wake(Date.now() + Math.max(0, next - this.now()));
   }
 
   /** Writes every changed counter and usage bucket; drops rows nothing needs any more. */

@@ -95,7 +95,7 @@ export async function admit(input: AdmitInput): Promise<Admission> {
     const failures = asked
       .filter((a) => a.error !== undefined)
       .map((a) => ({ policies: a.bucket.items.map((i) => i.policy), error: a.error }));
-    flushOwedLater(own, background); // figures decided here reach the key's object on their own
+    flushOwedLater(own, config, background); // figures decided here reach the key's object on their own
     return {
       allowed,
       outcomes,

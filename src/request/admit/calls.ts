@@ -5,7 +5,7 @@
  * the object (use reports, uncounted passes and rejections), bounded by the store's time limit.
  */
 import type { SluiceConfig } from "../../config/config.ts";
-import type { DecideResult, LimiterRpc } from "../../protocol.ts";
+import type { AlertRule, DecideResult, LimiterRpc } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
 import { logEvent } from "../../util/log.ts";
 import type { Bucket } from "../match/buckets.ts";
@@ -57,6 +57,11 @@ function owed(name: string, perKey: boolean): { passedElsewhere: number; rejecte
   };
 }
 
+/** The configuration's alerts, for the key's own object to evaluate as it counts (none for other objects). */
+function alertsFor(a: { bucket: Bucket }, config: SluiceConfig): { alerts?: AlertRule[] } {
+  return a.bucket.perKey && config.alerts.length > 0 ? { alerts: config.alerts } : {};
+}
+
 /** Asks an object to decide the request (closing this isolate's allowances of it first). */
 export async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: Call, now: number): Promise<void> {
   const name = a.bucket.name;
@@ -73,6 +78,7 @@ export async function ask(a: Asked, { config, leaseId, leaseMs, refundableMs }: 
           // A countStatus give-back may free room early too (src/request/admit/count-status.ts).
           refundableMs: Math.max(refundableMs, giveBackWithinMs(config, a.bucket.items)),
           holder: allowances.holder,
+          ...alertsFor(a, config),
           // The object decides this request itself: it must see exactly what was used.
           reports: allowances.reportsFor(name, now, true),
           ...(a.allowance ? { allowanceRate: allowances.rateFor(a.cacheKey, now) } : {}),
@@ -103,6 +109,7 @@ export async function renew(a: Asked, config: SluiceConfig, now: number): Promis
           recordUsage: a.bucket.perKey,
           ...owed(name, a.bucket.perKey),
           holder: allowances.holder,
+          ...alertsFor(a, config),
           reports: allowances.reportsFor(name, now, false),
           allowanceRate: allowances.rateFor(a.cacheKey, now),
         }),
@@ -174,6 +181,7 @@ function noteKnown(name: string): void {
  */
 export function flushOwedLater(
   a: { bucket: Bucket; readonly stub: LimiterRpc } | undefined,
+  config: SluiceConfig,
   background: (p: Promise<unknown>) => void,
 ): void {
   if (!a?.bucket.perKey) return;
@@ -187,7 +195,7 @@ export function flushOwedLater(
     flushing.delete(name);
     const rejected = blockedCache.takeUnreported(name);
     const passed = allowances.takePassed(name);
-    if (rejected > 0) await stub.countRejections(rejected);
+    if (rejected > 0) await stub.countRejections(rejected, alertsFor(a, config).alerts);
     if (passed > 0) await stub.reportUses([], passed);
   };
   background(

@@ -188,7 +188,16 @@ describe("usage: hourly series", () => {
     advance(2 * 3_600_000);
     await hit(key);
     const body = await usage();
-    expect(Object.keys(body)).toEqual(["keyId", "plan", "policies", "usage", "hourly"]);
+    expect(Object.keys(body)).toEqual([
+      "keyId",
+      "plan",
+      "policies",
+      "usage",
+      "hourly",
+      "figuresAt",
+      "listedAt",
+      "alerts",
+    ]);
     expect(body.usage).toEqual({
       "24h": { passed: 4, rejected: 1 },
       "7d": { passed: 4, rejected: 1 },
