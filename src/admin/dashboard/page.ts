@@ -140,6 +140,8 @@ function renderKey(u) {
   $("totals").textContent = ["24h", "7d", "30d"].map((w) => w + ": " + t[w].passed + " passed, " + t[w].rejected + " rejected").join(" · ");
   const quiet = t["30d"].passed + t["30d"].rejected === 0 && !u.policies.some((p) => p.override);
   $("notice").textContent = quiet ? "No request from this key in 30 days and no override: an unknown key?" : "";
+  $("freshness").textContent = "Figures as of " + u.figuresAt + " (other isolates' last second may follow); in top keys " + (u.listedAt ? "as of " + u.listedAt : "within 70 s") + ".";
+  $("alerts").textContent = u.alerts.length === 0 ? "No alerts." : "Last alerts: " + u.alerts.map((a) => a.alert + " (" + a.when + ", " + a.value + "/" + a.threshold + ") at " + a.at + (a.delivered ? "" : ", not delivered yet")).join(" · ");
   drawChart();
 }
 
@@ -252,6 +254,8 @@ const BODY = `
       <p id="notice"></p>
       <table><thead><tr><th>policy</th><th>kind</th><th class="n">limit</th><th class="n">window</th><th class="n">remaining</th><th class="n">reset</th><th>override</th></tr></thead><tbody id="policies"></tbody></table>
       <p id="totals" class="muted"></p>
+      <p id="freshness" class="muted"></p>
+      <p id="alerts" class="muted"></p>
       <p>
         <button data-range="24">24h</button> <button data-range="168">7d</button> <button data-range="720">30d</button>
         <span class="legend"><span><i class="sw p"></i>passed</span><span><i class="sw r"></i>rejected</span></span>
