@@ -25,11 +25,12 @@ export function advance(ms: number): void {
 }
 
 /**
- * The wait before figures owed by this isolate are sent on their own, in these tests: send() and
- * sendSettled() wait for a request's waitUntil, which holds it (src/request/admit/calls.ts). The
- * tests of that flush set the real OWED_FLUSH_MS.
+ * The wait before figures owed by this isolate are sent on their own, in these tests: none.
+ * sendSettled() waits for a request's waitUntil, which holds that wait (src/request/admit/calls.ts):
+ * even 20 ms made test/request/admit/allowances.test.ts three times slower. The tests of that
+ * flush (test/request/admit/owed-flush.test.ts) set the real OWED_FLUSH_MS.
  */
-export const TEST_OWED_FLUSH_MS = 20;
+export const TEST_OWED_FLUSH_MS = 0;
 owedFlush.ms = TEST_OWED_FLUSH_MS;
 
 /** Restores the production wait of the usage flush for one test (reset after it). */
