@@ -43,12 +43,12 @@ after(async () => {
   origin?.closeAllConnections();
   await new Promise((r) => origin?.close(r));
   for (const s of states) rmSync(s, { recursive: true, force: true });
-  rmSync(join(root, "test/fixtures/persist/.wrangler"), { recursive: true, force: true });
+  rmSync(join(root, "test/fixtures/figures/.wrangler"), { recursive: true, force: true });
 });
 
 async function start(state) {
   const d = await startWranglerDev({
-    config: "test/fixtures/persist/wrangler.toml",
+    config: "test/fixtures/figures/wrangler.toml",
     port,
     persistTo: state,
     vars: { ORIGIN_URL: originUrl, SLUICE_CONFIG: config, SLUICE_ADMIN_TOKEN: TOKEN },

@@ -95,14 +95,30 @@ describe("alerts", () => {
     expect(await verify(d.headers["sluice-signature"] as string, d.body)).toBe(true);
     expect(await verify(d.headers["sluice-signature"] as string, d.body.replace("4", "5"))).toBe(false);
 
-    // The object restarts with the delivery pending: the stored row and alarm bring the retry.
+    // The object restarts with the delivery pending (its failed attempt recorded): the stored row
+    // and alarm bring the retry.
     const stub = env.SLUICE_LIMITER.get(env.SLUICE_LIMITER.idFromName(`key:${keyId}`));
+    const attempts = () =>
+      runInDurableObject(stub, (_o, state) =>
+        state.storage.sql.exec<{ attempts: number }>("SELECT attempts FROM alerts").toArray(),
+      );
+    expect(
+      await until(attempts, (rows) => rows[0]?.attempts === 1),
+      "the failed attempt is recorded",
+    ).toEqual([{ attempts: 1 }]);
+    // The alarm handler that recorded it sets the next alarm as it ends.
+    await until(
+      () => runInDurableObject(stub, (_o, state) => state.storage.getAlarm()),
+      (at) => at !== null,
+    );
     await evictDurableObject(stub);
     advance(10_000);
+    // Run now if it can be; else the stored alarm fires on its own, 10 s of wall time after the failure.
     await runDurableObjectAlarm(stub);
     const second = await until(
       () => deliveries(hook),
       (x) => x.length >= 2,
+      15_000,
     );
     expect(second.map((x) => x.status)).toEqual([500, 204]);
     expect(second[1]?.body).toBe(d.body);
