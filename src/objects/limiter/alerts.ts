@@ -15,8 +15,12 @@ export const FIRST_BACKOFF_MS = 10_000;
 const MAX_BACKOFF_MS = 3_600_000;
 /** A receiver that has not answered in this long (ms) counts as failed. */
 const DELIVERY_TIMEOUT_MS = 10_000;
-/** Rejections are counted per second for `rejected` alerts. */
-const SECOND = 1000;
+/**
+ * Rejections are counted in buckets of at least a second, and of at most 1/BUCKETS of the longest
+ * `rejected` window, so memory stays at most BUCKETS numbers per key; a bucket partly older than
+ * the window counts whole (an alert can come up to one bucket early, never late).
+ */
+const BUCKETS = 600;
 
 export interface PendingAlert {
   id: number;
@@ -42,8 +46,9 @@ export class KeyAlerts {
   private rules: AlertRule[] = [];
   /** Alert name -> until when it stays quiet (limiter clock, ms). */
   private readonly quiet = new Map<string, number>();
-  /** Rejections per second (second index -> count), for `rejected` alerts. */
-  private readonly perSecond = new Map<number, number>();
+  /** Rejections per bucket (bucket index -> count), for `rejected` alerts; `bucketMs` wide. */
+  private readonly perBucket = new Map<number, number>();
+  private bucketMs = 1000;
   /** The policy that refused last here, named in `rejected` alerts. */
   private lastRefused: string | null = null;
 
@@ -61,7 +66,12 @@ export class KeyAlerts {
 
   /** Takes the rules an isolate sent with its call (none sent: the last ones stay). */
   use(rules: AlertRule[] | undefined): void {
-    if (rules) this.rules = rules;
+    if (!rules) return;
+    this.rules = rules;
+    const longest = Math.max(0, ...rules.map((r) => (r.when === "rejected" ? (r.windowMs ?? 0) : 0)));
+    const width = Math.max(1000, Math.ceil(longest / BUCKETS));
+    if (width !== this.bucketMs) this.perBucket.clear();
+    this.bucketMs = width;
   }
 
   get active(): boolean {
@@ -72,19 +82,20 @@ export class KeyAlerts {
   rejected(now: number, n: number, refused?: string): boolean {
     if (refused) this.lastRefused = refused;
     if (!this.active || n <= 0) return false;
-    const sec = Math.floor(now / SECOND);
-    this.perSecond.set(sec, (this.perSecond.get(sec) ?? 0) + n);
+    const w = this.bucketMs;
+    const b = Math.floor(now / w);
+    this.perBucket.set(b, (this.perBucket.get(b) ?? 0) + n);
     let fired = false;
     let longest = 0;
     for (const r of this.rules) {
       if (r.when !== "rejected" || r.windowMs === undefined) continue;
       longest = Math.max(longest, r.windowMs);
-      const from = Math.floor((now - r.windowMs) / SECOND);
+      const from = Math.floor((now - r.windowMs) / w);
       let count = 0;
-      for (const [s, c] of this.perSecond) if (s > from) count += c;
+      for (const [s, c] of this.perBucket) if (s >= from) count += c;
       if (count > r.threshold) fired = this.fire(r, now, this.lastRefused, count, now + r.windowMs) || fired;
     }
-    for (const s of this.perSecond.keys()) if (s <= Math.floor((now - longest) / SECOND)) this.perSecond.delete(s);
+    for (const s of this.perBucket.keys()) if (s < Math.floor((now - longest) / w)) this.perBucket.delete(s);
     return fired;
   }
 
