@@ -26,6 +26,8 @@ export default defineConfig({
                 ORIGIN_URL: `http://127.0.0.1:${inject<number>("originPort")}`,
                 ORIGIN_PORT: inject<number>("originPort"),
                 DEAD_PORT: inject<number>("deadPort"),
+                // The secret alerts are signed with (test/objects/limiter/alerts.test.ts).
+                SLUICE_WEBHOOK_SECRET: "test-webhook-secret",
               },
             },
           })),

@@ -186,6 +186,33 @@ export interface DecideOptions {
   allowanceRate?: number;
   /** The longest an allowance may last (the `allowanceMaxMs` setting; default MAX_ALLOWANCE_MS, 10 s). */
   allowanceMaxMs?: number;
+  /** The configuration's alerts, for a per-key object to evaluate as it counts (src/objects/limiter/alerts.ts). */
+  alerts?: AlertRule[];
+}
+
+/** An alert the key's object sent or is sending: its body, delivered yet, and attempts so far. */
+export interface RecentAlert {
+  alert?: string;
+  when?: string;
+  policy?: string | null;
+  value?: number;
+  threshold?: number;
+  at?: string;
+  delivered: boolean;
+  attempts: number;
+}
+
+/** One configured alert, as the per-key object evaluates it (docs/reference.md#16-alerts). */
+export interface AlertRule {
+  name: string;
+  when: "rejected" | "quota";
+  /** rejected: more than this many 429s within windowMs; quota: this percent of the policy's limit. */
+  threshold: number;
+  /** rejected: the window, ms. */
+  windowMs?: number;
+  /** quota: the policy whose limit is watched. */
+  policy?: string;
+  url: string;
 }
 
 export interface DecideResult {
@@ -227,7 +254,7 @@ export interface LimiterRpc {
   /** Takes allowance reports and passes admitted from allowances, deciding nothing. */
   reportUses(reports: UseReport[], passed?: number): Promise<void>;
   /** Adds rejections the worker answered from its blocked cache to the usage figures. */
-  countRejections(n: number): Promise<void>;
+  countRejections(n: number, alerts?: AlertRule[]): Promise<void>;
   /** Gives back every concurrency slot held under `leaseId`. */
   release(leaseId: string): Promise<void>;
   /** Extends every slot held under `leaseId` to `leaseMs` from now (a long-streaming response). */

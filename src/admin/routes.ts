@@ -135,12 +135,13 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
     // Rejections this isolate answered from its cache, and requests it admitted from allowances,
     // that it has not reported yet count too.
     await sendReports(stub, perKeyName(keyId), true);
-    const [outcomes, usage, overrides, assigned, hourly] = await Promise.all([
+    const [outcomes, usage, overrides, assigned, hourly, recent] = await Promise.all([
       stub.peek(policies.map(itemOf)),
       stub.usageTotals(),
       stub.getOverrides(),
       stub.getPlan(),
       stub.usageHourly(),
+      stub.alertsAndFreshness(),
     ]);
     return c.json({
       keyId,
@@ -161,6 +162,10 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
         passed,
         rejected,
       })),
+      // How fresh the figures are (docs/reference.md#7-admin-api) and the key's last alerts.
+      figuresAt: new Date(recent.at).toISOString(),
+      listedAt: recent.listedAt === null ? null : new Date(recent.listedAt).toISOString(),
+      alerts: recent.alerts,
     });
   });
 

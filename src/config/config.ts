@@ -5,11 +5,11 @@
 import type * as z from "zod/mini";
 import type { Period } from "../algorithms/calendar.ts";
 import type { Algorithm } from "../algorithms/types.ts";
-import { isKeyOnly } from "../protocol.ts";
+import { type AlertRule, isKeyOnly } from "../protocol.ts";
 import { SluiceError } from "../util/errors.ts";
 import { PERIOD_MIN_MS, parseDuration } from "./duration.ts";
 import type { PlanEntry } from "./plans.ts";
-import { configSchema, duplicateNames, planIssues } from "./schema.ts";
+import { alertIssues, configSchema, duplicateNames, planIssues } from "./schema.ts";
 
 export { type Duration, MAX_WINDOW_MS, parseDuration } from "./duration.ts";
 
@@ -86,6 +86,8 @@ export interface SluiceConfig {
   defaultPlan: string | undefined;
   /** GET {adminPath}/me answers callers with their own standing, without the admin token. */
   selfView: boolean;
+  /** Webhooks sent by a key's object when the key crosses a line (docs/reference.md#16-alerts). */
+  alerts: AlertRule[];
 }
 
 /** Thrown when SLUICE_CONFIG does not validate; `issues` names each bad field. */
@@ -130,7 +132,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
   const result = configSchema.safeParse(input);
   const issues = result.success ? [] : result.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
   issues.push(...duplicateNames(input));
-  if (result.success) issues.push(...planIssues(result.data));
+  if (result.success) issues.push(...planIssues(result.data), ...alertIssues(result.data));
   if (!result.success || issues.length > 0) throw new ConfigError(issues);
   const c = result.data;
   const plans: Record<string, Record<string, PlanEntry>> = {};
@@ -162,6 +164,16 @@ export function parseConfig(raw: unknown): SluiceConfig {
     plans,
     defaultPlan: c.defaultPlan,
     selfView: c.selfView,
+    alerts: c.alerts.map(
+      (a): AlertRule => ({
+        name: a.name,
+        when: a.when,
+        threshold: a.threshold,
+        url: a.url,
+        ...(a.window !== undefined ? { windowMs: parseDuration(a.window) as number } : {}),
+        ...(a.policy !== undefined ? { policy: a.policy } : {}),
+      }),
+    ),
     policies: c.policies.map((p): Policy => {
       const base: PolicyBase = {
         name: p.name,

@@ -133,6 +133,45 @@ const planEntrySchema = z.strictObject({
   concurrency: z.optional(positiveInt),
 });
 
+/** https, or http to this machine only (a local receiver while developing). */
+function webhookUrlOk(s: string): boolean {
+  try {
+    const u = new URL(s);
+    if (u.protocol === "https:") return true;
+    return u.protocol === "http:" && (u.hostname === "localhost" || u.hostname === "127.0.0.1");
+  } catch {
+    return false;
+  }
+}
+
+const alertSchema = z
+  .strictObject({
+    name: z.string().check(z.regex(POLICY_NAME_RE, "expected [A-Za-z0-9._-]+")),
+    when: z.enum(["rejected", "quota"]),
+    threshold: positiveInt,
+    window: z.optional(durationField),
+    policy: z.optional(z.string()),
+    url: z
+      .string()
+      .check(z.refine(webhookUrlOk, { error: "expected an https URL (http only for localhost or 127.0.0.1)" })),
+  })
+  .check(
+    z.superRefine((a, ctx) => {
+      const issue = (path: string, message: string) =>
+        ctx.addIssue({ code: "custom", path: [path], message, input: a });
+      if (a.when === "rejected") {
+        if (a.window === undefined) issue("window", 'required with when = "rejected"');
+        if (a.policy !== undefined) issue("policy", 'only with when = "quota"');
+        const ms = parseDuration(a.window);
+        if (ms !== undefined && ms > MAX_WINDOW_MS) issue("window", "at most 31 days");
+      } else {
+        if (a.policy === undefined) issue("policy", 'required with when = "quota"');
+        if (a.window !== undefined) issue("window", 'only with when = "rejected" (a quota alert follows its policy)');
+        if (a.threshold > 100) issue("threshold", "a percent: at most 100");
+      }
+    }),
+  );
+
 export const configSchema = z.strictObject({
   identity: z._default(z.array(identitySource).check(z.minLength(1)), ["header:x-api-key", "bearer", "ip"]),
   policies: z.array(policySchema).check(z.minLength(1)),
@@ -171,19 +210,38 @@ export const configSchema = z.strictObject({
   ),
   defaultPlan: z.optional(z.string()),
   selfView: z._default(z.boolean(), true),
+  alerts: z._default(z.array(alertSchema), []),
 });
 
-/** Duplicate names, found on the raw input so they are reported beside every other issue. */
+/** Duplicate names (of policies, of alerts), found on the raw input so they are reported beside every other issue. */
 export function duplicateNames(input: unknown): string[] {
-  const policies = (input as { policies?: unknown }).policies;
-  if (!Array.isArray(policies)) return [];
-  const seen = new Set<unknown>();
   const out: string[] = [];
-  policies.forEach((p, i) => {
-    const name = (p as { name?: unknown } | null)?.name;
-    if (typeof name !== "string") return;
-    if (seen.has(name)) out.push(`policies[${i}].name: duplicate policy name "${name}"`);
-    seen.add(name);
+  for (const [field, what] of [
+    ["policies", "policy"],
+    ["alerts", "alert"],
+  ] as const) {
+    const list = (input as Record<string, unknown>)[field];
+    if (!Array.isArray(list)) continue;
+    const seen = new Set<unknown>();
+    list.forEach((p, i) => {
+      const name = (p as { name?: unknown } | null)?.name;
+      if (typeof name !== "string") return;
+      if (seen.has(name)) out.push(`${field}[${i}].name: duplicate ${what} name "${name}"`);
+      seen.add(name);
+    });
+  }
+  return out;
+}
+
+/** Quota alerts checked against their policy: it exists, counts a rate, and belongs to the key alone. */
+export function alertIssues(c: ParsedConfig): string[] {
+  const out: string[] = [];
+  c.alerts.forEach((a, i) => {
+    if (a.when !== "quota" || a.policy === undefined) return;
+    const p = c.policies.find((x) => x.name === a.policy);
+    if (!p) out.push(`alerts[${i}].policy: no policy "${a.policy}" in policies`);
+    else if (p.concurrency !== undefined) out.push(`alerts[${i}].policy: a quota alert watches a rate policy`);
+    else if (!isKeyOnly(p.scope)) out.push(`alerts[${i}].policy: a quota alert watches a policy with scope ["key"]`);
   });
   return out;
 }

@@ -97,6 +97,10 @@ describe("admin API", () => {
           "30d": { passed: 3, rejected: 2 },
         },
         hourly: [{ hour: "2027-01-15T08:00:00Z", passed: 3, rejected: 2 }],
+        // As of the object's clock now; top keys got the figures of the first request at once.
+        figuresAt: new Date(T0 + 20_000).toISOString(),
+        listedAt: new Date(T0).toISOString(),
+        alerts: [],
       });
     }
   });

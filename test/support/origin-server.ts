@@ -28,10 +28,23 @@ export async function startOrigin() {
   const closed = new Set<string>();
   /** Per test id: requests to /__slow in progress now, and the most ever at once. */
   const inflight = new Map<string, { now: number; max: number }>();
+  /** Per hook id: alert deliveries received (a webhook receiver that fails each id's first with 500). */
+  const hooks = new Map<string, { headers: IncomingMessage["headers"]; body: string; status: number }[]>();
 
   const server = createServer(async (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? "/";
     if (url.startsWith("/__control/")) return control(url, res);
+    if (url.startsWith("/__hook/")) {
+      let body = "";
+      for await (const chunk of req) body += (chunk as Buffer).toString("utf8");
+      const id = decodeURIComponent(url.slice("/__hook/".length));
+      const list = hooks.get(id) ?? [];
+      const status = list.length === 0 ? 500 : 204;
+      list.push({ headers: req.headers, body, status });
+      hooks.set(id, list);
+      res.writeHead(status).end();
+      return;
+    }
     const hash = createHash("sha256");
     let bytes = 0;
     for await (const chunk of req) {
@@ -153,6 +166,7 @@ export async function startOrigin() {
       r?.end("done\n");
       return json(res, 200, { released: r !== undefined });
     }
+    if (verb === "hooks") return json(res, 200, hooks.get(decodeURIComponent(arg)) ?? []);
     if (verb === "closed") return json(res, 200, { closed: closed.has(arg) });
     if (verb === "inflight") return json(res, 200, inflight.get(decodeURIComponent(arg)) ?? { now: 0, max: 0 });
     return json(res, 404, { error: "unknown control" });

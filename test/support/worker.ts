@@ -3,6 +3,7 @@ import { env } from "cloudflare:workers";
 import { afterEach } from "vitest";
 import type { SluiceConfigInput } from "../../src/config/config.ts";
 import worker from "../../src/index.ts";
+import { OWED_FLUSH_MS, owedFlush } from "../../src/request/admit/calls.ts";
 import { clock } from "../../src/util/clock.ts";
 
 /** Origin the worker proxies to in tests: a real Node HTTP server on 127.0.0.1. */
@@ -23,9 +24,25 @@ export function advance(ms: number): void {
   setClock((fake ?? Date.now()) + ms);
 }
 
+/**
+ * The wait before figures owed by this isolate are sent on their own, in these tests: none.
+ * sendSettled() waits for a request's waitUntil, which holds that wait (src/request/admit/calls.ts):
+ * even 20 ms made test/request/admit/allowances.test.ts three times slower. The tests of that
+ * flush (test/request/admit/owed-flush.test.ts) set the real OWED_FLUSH_MS.
+ */
+export const TEST_OWED_FLUSH_MS = 0;
+owedFlush.ms = TEST_OWED_FLUSH_MS;
+
+/** Restores the production wait of the usage flush for one test (reset after it). */
+export function realOwedFlush(): number {
+  owedFlush.ms = OWED_FLUSH_MS;
+  return OWED_FLUSH_MS;
+}
+
 afterEach(() => {
   fake = undefined;
   clock.now = () => Date.now();
+  owedFlush.ms = TEST_OWED_FLUSH_MS;
 });
 
 let counter = 0;

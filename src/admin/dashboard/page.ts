@@ -50,7 +50,7 @@ const BODY = `
     <h2>Busiest keys
       <select id="top-window" aria-label="window"><option>24h</option><option>7d</option><option>30d</option></select>
       <button id="top-refresh">Refresh</button></h2>
-    <p class="muted">Figures reach this list within a minute of a request.</p>
+    <p class="muted">Figures reach this list within 70 s of a request.</p>
     <div class="row">
       <div><h3>By rejections</h3><table><thead><tr><th>keyId</th><th class="n">passed</th><th class="n">rejected</th></tr></thead><tbody id="top-rejected"></tbody></table></div>
       <div><h3>By passes</h3><table><thead><tr><th>keyId</th><th class="n">passed</th><th class="n">rejected</th></tr></thead><tbody id="top-passed"></tbody></table></div>
@@ -64,6 +64,8 @@ const BODY = `
       <p id="notice"></p>
       <table><thead><tr><th>policy</th><th>kind</th><th class="n">limit</th><th class="n">window</th><th class="n">remaining</th><th class="n">reset</th><th>override</th></tr></thead><tbody id="policies"></tbody></table>
       <p id="totals" class="muted"></p>
+      <p id="freshness" class="muted"></p>
+      <p id="alerts" class="muted"></p>
       <p>
         <button data-range="24">24h</button> <button data-range="168">7d</button> <button data-range="720">30d</button>
         <span class="legend"><span><i class="sw p"></i>passed</span><span><i class="sw r"></i>rejected</span></span>

@@ -154,6 +154,12 @@ function renderKey(u) {
     .join(" · ");
   const quiet = t["30d"].passed + t["30d"].rejected === 0 && !u.policies.some((p) => p.override);
   $("notice").textContent = quiet ? "No request from this key in 30 days and no override: an unknown key?" : "";
+  $("freshness").textContent =
+    `Figures as of ${u.figuresAt} (other isolates' last second may follow); in top keys ${u.listedAt ? `as of ${u.listedAt}` : "within 70 s"}.`;
+  $("alerts").textContent =
+    u.alerts.length === 0
+      ? "No alerts."
+      : `Last alerts: ${u.alerts.map((a) => `${a.alert} (${a.when}, ${a.value}/${a.threshold}) at ${a.at}${a.delivered ? "" : ", not delivered yet"}`).join(" · ")}`;
   drawChart();
 }
 

@@ -7,7 +7,7 @@ import { logEvent } from "../../util/log.ts";
  * The index behind `GET {adminPath}/keys/top`: DIRECTORY_SHARDS directory objects, each holding one row per
  * key that hashes to it (by keyId), with the key's hourly figures of the last 30 days. A per-key
  * object reports to its shard at most once per REPORT_MS, and only when its figures changed (see
- * reportUsage); a top query asks every shard for its own top and merges. Costs: docs/design.md,
+ * publishUsage); a change inside the interval is sent by the object's alarm when it ends; a top query asks every shard for its own top and merges. Costs: docs/design.md,
  * "Top keys".
  */
 /** A key's figures reach its shard at most this long (ms) after they change. */
@@ -132,10 +132,14 @@ export class SluiceDirectory extends DurableObject {
 interface ReporterState {
   /** When the last report was sent (limiter clock, ms); undefined before the first. */
   lastAt: number | undefined;
-  timer: ReturnType<typeof setTimeout> | undefined;
 }
 
 const reporters = new WeakMap<DurableObjectState, ReporterState>();
+
+/** When this object instance last sent its figures to top keys (limiter clock, ms); undefined if not yet. */
+export function lastReportAt(ctx: DurableObjectState): number | undefined {
+  return reporters.get(ctx)?.lastAt;
+}
 
 /** Only for tests (test/wrangler.test.toml, test/cli/): a shorter report interval, in ms. Internal. */
 function reportInterval(env: Record<string, unknown>): number {
@@ -144,12 +148,14 @@ function reportInterval(env: Record<string, unknown>): number {
 }
 
 /**
- * Called by a per-key object (src/objects/limiter/object.ts) whenever its usage figures changed:
- * sends them to the key's directory shard now if it has not reported within the interval (or never
- * has), else once the interval is over, with whatever the figures are then. One report per key per
- * minute at most, none while nothing changes. Fire and forget: a failed report is logged, and the
- * next change sends the whole series again. A no-op without a SLUICE_DIRECTORY binding or for an
- * object that is not a key's ("key:<keyId>").
+ * Called by a per-key object (src/objects/limiter/object.ts) when its usage figures changed, and
+ * by its alarm for the trailing report: sends them to the key's directory shard now if it has
+ * not reported within the interval (or never has, in this instance), and returns 0; else returns
+ * how long (ms) until it may, and the object's alarm calls again then (src/objects/limiter/object.ts
+ * keeps the trailing report in its alarm, so a key that stopped is listed even if the object was
+ * evicted or restarted meanwhile). One report per key per interval at most. Fire and forget: a
+ * failed report is logged, and the next change sends the whole series again. Returns 0 and does
+ * nothing without a SLUICE_DIRECTORY binding or for an object that is not a key's ("key:<keyId>").
  *
  * @param usage the object's live hourly figures: hour index -> [passed, rejected]
  */
@@ -157,30 +163,25 @@ export function publishUsage(
   ctx: DurableObjectState,
   env: unknown,
   usage: ReadonlyMap<number, [number, number]>,
-): void {
+): number {
   const e = env as Record<string, unknown>;
   const ns = e.SLUICE_DIRECTORY as DurableObjectNamespace<SluiceDirectory> | undefined;
   const keyId = keyIdOfName(ctx.id.name);
-  if (!ns || keyId === undefined) return;
-  let s = reporters.get(ctx);
-  if (!s) {
-    s = { lastAt: undefined, timer: undefined };
-    reporters.set(ctx, s);
+  if (!ns || keyId === undefined) return 0;
+  let state = reporters.get(ctx);
+  if (!state) {
+    state = { lastAt: undefined };
+    reporters.set(ctx, state);
   }
-  const state = s;
-  const send = () => {
-    if (state.timer !== undefined) clearTimeout(state.timer);
-    state.timer = undefined;
-    state.lastAt = clock.now();
-    const series: HourlySeries = [...usage].map(([h, [p, r]]) => [h, p, r]);
-    series.sort((a, b) => a[0] - b[0]);
-    const done = ns
-      .get(ns.idFromName(shardOf(keyId)))
-      .update(keyId, series)
-      .catch((err: unknown) => logEvent("sluice.directory_error", { keyId, error: String(err) }));
-    ctx.waitUntil(done);
-  };
   const due = state.lastAt === undefined ? 0 : state.lastAt + reportInterval(e) - clock.now();
-  if (due <= 0) send();
-  else state.timer ??= setTimeout(send, due);
+  if (due > 0) return due;
+  state.lastAt = clock.now();
+  const series: HourlySeries = [...usage].map(([h, [p, r]]) => [h, p, r]);
+  series.sort((a, b) => a[0] - b[0]);
+  const done = ns
+    .get(ns.idFromName(shardOf(keyId)))
+    .update(keyId, series)
+    .catch((err: unknown) => logEvent("sluice.directory_error", { keyId, error: String(err) }));
+  ctx.waitUntil(done);
+  return 0;
 }

@@ -1,18 +1,22 @@
 import { DurableObject } from "cloudflare:workers";
-import type {
-  DecideOptions,
-  DecideResult,
-  HourlySeries,
-  LimiterRpc,
-  Outcome,
-  Override,
-  PolicyItem,
-  Receipt,
-  UsageWindow,
-  UseReport,
+import {
+  type AlertRule,
+  type DecideOptions,
+  type DecideResult,
+  type HourlySeries,
+  keyIdOfName,
+  type LimiterRpc,
+  type Outcome,
+  type Override,
+  type PolicyItem,
+  type Receipt,
+  type RecentAlert,
+  type UsageWindow,
+  type UseReport,
 } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
-import { publishUsage } from "../directory/object.ts";
+import { lastReportAt, publishUsage } from "../directory/object.ts";
+import { deliverDue, KeyAlerts } from "./alerts.ts";
 import { LimiterCore } from "./core.ts";
 import { Ledger } from "./ledger/ledger.ts";
 import { LimiterStorage } from "./storage.ts";
@@ -39,7 +43,15 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
   protected readonly ledger = new Ledger();
   private readonly core = new LimiterCore(this.ledger);
   private readonly storage: LimiterStorage;
+  /** The key's alerts (src/objects/limiter/alerts.ts); none for an object that is not a key's. */
+  private readonly alerts: KeyAlerts;
   private flushScheduled = false;
+  /** When the alarm is set for, as far as this instance knows (wall clock, ms). */
+  private alarmAt: number | undefined;
+  /** When the top-keys index is owed a trailing report (wall clock, ms); see report(). */
+  private directoryAt: number | undefined;
+  /** No report sent by this instance yet: its first alarm reports, in case the last one had one owed. */
+  private reported = false;
   /** When counters were last written (wall clock, ms). */
   private lastFlushAt = 0;
   private lastNow = 0;
@@ -47,10 +59,12 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
   constructor(ctx: DurableObjectState, env: Cloudflare.Env) {
     super(ctx, env);
     this.storage = new LimiterStorage(ctx.storage.sql);
+    this.alerts = new KeyAlerts(keyIdOfName(ctx.id.name), this.storage);
     ctx.blockConcurrencyWhile(async () => {
       try {
         this.storage.migrate();
         this.storage.load(this.ledger);
+        this.storage.loadAlerts(this.alerts);
       } catch (e) {
         // Rethrown outside so the object resets instead of serving with half-loaded counters.
         console.error(JSON.stringify({ event: "sluice.load_failed", error: String(e) }));
@@ -68,7 +82,21 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
 
   /** Decides one request (src/objects/limiter/core.ts), then writes what must be on disk first. */
   async decide(items: PolicyItem[], opts: DecideOptions = {}): Promise<DecideResult> {
-    const r = this.core.decide(items, opts, this.now());
+    const now = this.now();
+    this.alerts.use(opts.alerts);
+    const r = this.core.decide(items, opts, now);
+    if (opts.recordUsage) {
+      this.rejected(now, opts.rejectedElsewhere ?? 0);
+      // A refusal the isolate will retry (heldByYou) is not a rejection yet (src/objects/limiter/core.ts).
+      if (opts.decide !== false && !r.allowed && !r.heldByYou) {
+        this.rejected(now, 1, r.outcomes.find((o) => !o.allowed && o.mode === "enforce")?.policy);
+      }
+      // A quota alert looks at the standing of its policy: arithmetic, no call and no write unless it fires.
+      if (this.alerts.watches(items)) {
+        const standing = r.outcomes.length > 0 ? r.outcomes : this.ledger.peek(items, now);
+        if (this.alerts.quota(now, items, standing)) this.wakeForAlerts();
+      }
+    }
     this.persist();
     return r;
   }
@@ -153,9 +181,32 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
   }
 
   /** Adds rejections the worker answered from its cache to the usage figures. */
-  async countRejections(n: number): Promise<void> {
-    this.ledger.count(this.now(), 0, n);
+  async countRejections(n: number, alerts?: AlertRule[]): Promise<void> {
+    const now = this.now();
+    this.alerts.use(alerts);
+    this.ledger.count(now, 0, n);
+    this.rejected(now, n);
     this.persist();
+  }
+
+  /**
+   * For the usage endpoint: the key's last alerts, newest first (pending ones too); this object's
+   * clock as it reads (its figures hold what it has heard of by then); and when top keys last got
+   * them from this instance (null: not since it started).
+   */
+  async alertsAndFreshness(): Promise<{ alerts: RecentAlert[]; at: number; listedAt: number | null }> {
+    return { alerts: this.storage.recentAlerts(5), at: this.now(), listedAt: lastReportAt(this.ctx) ?? null };
+  }
+
+  /** Rejections counted: a `rejected` alert may fire (its delivery is then due at once). */
+  private rejected(now: number, n: number, policy?: string): void {
+    if (this.alerts.rejected(now, n, policy)) this.wakeForAlerts();
+  }
+
+  /** Sets the alarm for the next pending alert (limiter clock, turned into wall-clock time). */
+  private wakeForAlerts(): void {
+    const next = this.storage.nextPendingAt();
+    if (next !== undefined) this.wake(Date.now() + Math.max(0, next - this.now()));
   }
 
   /**
@@ -166,9 +217,8 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
    */
   private persist(): void {
     const L = this.ledger;
-    // The top-keys index hears of changed figures at most once a minute (src/objects/directory/object.ts).
     const usage = L.changedUsage();
-    if (usage) publishUsage(this.ctx, this.env, usage);
+    if (usage) this.report(usage);
     if (L.mustWrite()) {
       this.flush();
       return;
@@ -179,12 +229,49 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
       return;
     }
     this.flushScheduled = true;
-    void this.ctx.storage.setAlarm(this.lastFlushAt + FLUSH_MS);
+    this.wake(this.lastFlushAt + FLUSH_MS);
   }
 
+  /**
+   * Sends the figures to the top-keys index (src/objects/directory/object.ts: at most once per
+   * interval); a change inside the interval is owed, and the alarm sends it when the interval
+   * ends. The alarm is stored, so the trailing report survives eviction and restart: a new
+   * instance's first alarm reports whatever was loaded. A key that stopped is listed within the
+   * interval plus one call (docs/design.md, "Top keys").
+   */
+  private report(usage: ReadonlyMap<number, [number, number]>): void {
+    this.reported = true;
+    const wait = publishUsage(this.ctx, this.env, usage);
+    if (wait <= 0) this.directoryAt = undefined;
+    else if (this.directoryAt === undefined) {
+      this.directoryAt = Date.now() + wait;
+      this.wake(this.directoryAt);
+    }
+  }
+
+  /** Makes sure the object's one alarm fires by `at` (wall clock, ms). */
+  private wake(at: number): void {
+    if (this.alarmAt !== undefined && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    void this.ctx.storage.setAlarm(at);
+  }
+
+  /**
+   * The one alarm serves every deferred job: the counters' write, the trailing top-keys report,
+   * the alerts' deliveries and retries (src/objects/limiter/alerts.ts).
+   * It may have been set by an earlier instance, or replaced by a nearer one: each job is done if
+   * due and set again from what this instance holds.
+   */
   override async alarm(): Promise<void> {
+    this.alarmAt = undefined;
     this.flushScheduled = false;
+    const owed = this.directoryAt !== undefined || !this.reported;
+    this.directoryAt = undefined;
+    if (owed) this.report(this.ledger.changedUsage(true) ?? new Map());
     this.flush();
+    const secret = (this.env as { SLUICE_WEBHOOK_SECRET?: string }).SLUICE_WEBHOOK_SECRET;
+    const next = await deliverDue(this.storage, secret, this.now());
+    if (next !== undefined) this.wake(Date.now() + Math.max(0, next - this.now()));
   }
 
   /** Writes every changed counter and usage bucket; drops rows nothing needs any more. */

@@ -1,4 +1,5 @@
-import type { Override } from "../../protocol.ts";
+import type { Override, RecentAlert } from "../../protocol.ts";
+import type { AlertStore, KeyAlerts, PendingAlert } from "./alerts.ts";
 import type { Ledger, Writes } from "./ledger/ledger.ts";
 
 /**
@@ -13,10 +14,17 @@ import type { Ledger, Writes } from "./ledger/ledger.ts";
  * created if absent; version 1 rows found at load are moved into the state row by the next write
  * (and deleted with it, atomically), so data stored before either version loads unchanged. The
  * move is idempotent and a version-1 object is recognised by its rows, so no version row is
- * written (a new object writes none to start). A later version adds its step to MIGRATIONS and
- * writes its number.
+ * written (a new object writes none to start). Version 3 adds the alerts' tables
+ * (src/objects/limiter/alerts.ts): the key's alerts (pending deliveries, and the last ones
+ * delivered), and until when each alert stays quiet. A version whose steps only add tables (CREATE
+ * TABLE IF NOT EXISTS, listed in ADDITIVE) is made sure of at every start and writes no version
+ * row: running it again changes nothing, and a version row would cost every new object billed
+ * rows. A later version that changes data adds its step to MIGRATIONS and writes its number.
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
+
+/** Versions that only add tables: run at every start, recorded by no row. */
+const ADDITIVE = new Set([1, 2, 3]);
 
 const MIGRATIONS: Record<number, readonly string[]> = {
   1: [
@@ -24,16 +32,26 @@ const MIGRATIONS: Record<number, readonly string[]> = {
     `CREATE TABLE IF NOT EXISTS overrides (policy TEXT PRIMARY KEY, limit_ INTEGER, window_ms INTEGER)`,
     `CREATE TABLE IF NOT EXISTS usage (hour INTEGER PRIMARY KEY, passed INTEGER NOT NULL, rejected INTEGER NOT NULL)`,
     `CREATE TABLE IF NOT EXISTS plan (id INTEGER PRIMARY KEY CHECK (id = 0), name TEXT NOT NULL)`,
+  ],
+  2: [
     `CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 0), counters TEXT NOT NULL, usage TEXT NOT NULL)`,
+  ],
+  3: [
+    `CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT NOT NULL,
+      body TEXT NOT NULL, first_at INTEGER NOT NULL, next_at INTEGER NOT NULL, attempts INTEGER NOT NULL)`,
+    `CREATE TABLE IF NOT EXISTS alerts_quiet (name TEXT PRIMARY KEY, until_ INTEGER NOT NULL)`,
   ],
 };
 /** Versions whose steps are made sure of at every start, with no version row. */
-const IMPLICIT_VERSION = 2;
+const IMPLICIT_VERSION = 3;
+
+/** Delivered alerts kept per key (for the usage endpoint and the dashboard). */
+const KEEP_DELIVERED = 10;
 
 /** Storage rows written and read by every object of this isolate (for the bench and tests). */
 export const storageStats = { rowsWritten: 0, rowsRead: 0 };
 
-export class LimiterStorage {
+export class LimiterStorage implements AlertStore {
   private readonly sql: SqlStorage;
   /** What the state row holds (kept in memory, so a write serialises it without reading). */
   private readonly counters = new Map<string, string>();
@@ -50,8 +68,9 @@ export class LimiterStorage {
     this.sql.exec(`CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
     const row = this.read<{ value: number }>(`SELECT value FROM meta WHERE key = 'schema_version'`)[0];
     const from = Math.max(row?.value ?? 1, IMPLICIT_VERSION);
-    for (const step of MIGRATIONS[1] ?? []) this.sql.exec(step);
+    for (const v of ADDITIVE) for (const step of MIGRATIONS[v] ?? []) this.sql.exec(step);
     for (let v = from + 1; v <= SCHEMA_VERSION; v++) {
+      if (ADDITIVE.has(v)) continue;
       for (const step of MIGRATIONS[v] ?? []) this.sql.exec(step);
       this.write(
         `INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
@@ -144,6 +163,68 @@ export class LimiterStorage {
       JSON.stringify(Object.fromEntries(this.counters)),
       JSON.stringify(usage),
     );
+  }
+
+  /** Until when each alert stays quiet, into `alerts`. */
+  loadAlerts(alerts: KeyAlerts): void {
+    for (const r of this.sql.exec<{ name: string; until_: number }>(`SELECT name, until_ FROM alerts_quiet`)) {
+      alerts.loadQuiet(r.name, r.until_);
+    }
+  }
+
+  addPending(url: string, body: string, at: number): void {
+    this.write(`INSERT INTO alerts (url, body, first_at, next_at, attempts) VALUES (?, ?, ?, ?, 0)`, url, body, at, at);
+  }
+
+  setQuiet(name: string, until: number): void {
+    this.write(
+      `INSERT INTO alerts_quiet (name, until_) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET until_ = excluded.until_`,
+      name,
+      until,
+    );
+  }
+
+  duePending(now: number): PendingAlert[] {
+    return this.sql
+      .exec<{ id: number; url: string; body: string; first_at: number; attempts: number }>(
+        `SELECT id, url, body, first_at, attempts FROM alerts WHERE next_at >= 0 AND next_at <= ? ORDER BY id`,
+        now,
+      )
+      .toArray()
+      .map((r) => ({ id: r.id, url: r.url, body: r.body, firstAt: r.first_at, attempts: r.attempts }));
+  }
+
+  deletePending(id: number): void {
+    this.write(`DELETE FROM alerts WHERE id = ?`, id);
+  }
+
+  /** Keeps a delivered alert (next_at -1) for the usage endpoint, the last KEEP_DELIVERED of them. */
+  markDelivered(id: number): void {
+    this.write(`UPDATE alerts SET next_at = -1, attempts = attempts + 1 WHERE id = ?`, id);
+    this.write(
+      `DELETE FROM alerts WHERE next_at = -1 AND id NOT IN (SELECT id FROM alerts WHERE next_at = -1 ORDER BY id DESC LIMIT ?)`,
+      KEEP_DELIVERED,
+    );
+  }
+
+  retryPending(id: number, attempts: number, nextAt: number): void {
+    this.write(`UPDATE alerts SET attempts = ?, next_at = ? WHERE id = ?`, attempts, nextAt, id);
+  }
+
+  nextPendingAt(): number | undefined {
+    const r = this.sql.exec<{ at: number | null }>(`SELECT MIN(next_at) AS at FROM alerts WHERE next_at >= 0`).one();
+    return r.at ?? undefined;
+  }
+
+  /** The last `n` alerts of this key, newest first: the body sent, and whether it was delivered yet. */
+  recentAlerts(n: number): RecentAlert[] {
+    return this.sql
+      .exec<{ body: string; next_at: number; attempts: number }>(
+        `SELECT body, next_at, attempts FROM alerts ORDER BY id DESC LIMIT ?`,
+        n,
+      )
+      .toArray()
+      .map((r) => ({ ...(JSON.parse(r.body) as object), delivered: r.next_at < 0, attempts: r.attempts }));
   }
 
   private write(query: string, ...bindings: unknown[]): void {

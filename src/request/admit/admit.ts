@@ -11,7 +11,7 @@ import type { Bucket } from "../match/buckets.ts";
 import { type AfterResponse, afterResponse } from "./after.ts";
 import type { LocalAdmission } from "./allowances.ts";
 import { BlockedCache } from "./blocked-cache.ts";
-import { type Asked, ask, type Call, type Isolate, renew, thisIsolate } from "./calls.ts";
+import { type Asked, ask, type Call, flushOwedLater, type Isolate, renew, thisIsolate } from "./calls.ts";
 import { giveBackWithinMs } from "./count-status.ts";
 
 /** Time allowed for an undo's own trip to an object, beyond the store's time limit. */
@@ -97,6 +97,7 @@ export async function admit(input: AdmitInput): Promise<Admission> {
     const failures = asked
       .filter((a) => a.error !== undefined)
       .map((a) => ({ policies: a.bucket.items.map((i) => i.policy), error: a.error }));
+    flushOwedLater(iso, own, config, background); // figures decided here reach the key's object on their own
     return {
       allowed,
       outcomes,

@@ -338,6 +338,11 @@ export class AllowanceTable {
     return out;
   }
 
+  /** True when passes admitted here wait to be counted by `object`. */
+  owesPassed(object: string): boolean {
+    return this.passed.has(object);
+  }
+
   /** Takes the passes not yet counted by `object` (to send with a call to it). */
   takePassed(object: string): number {
     const n = this.passed.get(object) ?? 0;

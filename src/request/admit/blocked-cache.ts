@@ -79,6 +79,11 @@ export class BlockedCache {
     return this.takeUnreported(objectName);
   }
 
+  /** True when rejections served here for `objectName` wait to be reported. */
+  owes(objectName: string): boolean {
+    return this.unreported.has(objectName);
+  }
+
   /** Takes every rejection not yet reported for `objectName` (to send with a call to it). */
   takeUnreported(objectName: string): number {
     const u = this.unreported.get(objectName);

@@ -5,8 +5,9 @@
  * the object (use reports, uncounted passes and rejections), bounded by the store's time limit.
  */
 import type { SluiceConfig } from "../../config/config.ts";
-import type { DecideResult, LimiterRpc } from "../../protocol.ts";
+import type { AlertRule, DecideResult, LimiterRpc } from "../../protocol.ts";
 import { clock } from "../../util/clock.ts";
+import { logEvent } from "../../util/log.ts";
 import type { Bucket } from "../match/buckets.ts";
 import { type AllowanceTable, allowances, type LocalAdmission } from "./allowances.ts";
 import { type BlockedCache, blockedCache } from "./blocked-cache.ts";
@@ -69,6 +70,11 @@ function owed(iso: Isolate, name: string, perKey: boolean): { passedElsewhere: n
   };
 }
 
+/** The configuration's alerts, for the key's own object to evaluate as it counts (none for other objects). */
+function alertsFor(a: { bucket: Bucket }, config: SluiceConfig): { alerts?: AlertRule[] } {
+  return a.bucket.perKey && config.alerts.length > 0 ? { alerts: config.alerts } : {};
+}
+
 /** Asks an object to decide the request (closing this isolate's allowances of it first). */
 export async function ask(
   iso: Isolate,
@@ -90,6 +96,7 @@ export async function ask(
           // A countStatus give-back may free room early too (src/request/admit/count-status.ts).
           refundableMs: Math.max(refundableMs, giveBackWithinMs(config, a.bucket.items)),
           holder: iso.allowances.holder,
+          ...alertsFor(a, config),
           // The object decides this request itself: it must see exactly what was used.
           reports: iso.allowances.reportsFor(name, now, true),
           ...(a.allowance
@@ -100,6 +107,7 @@ export async function ask(
       ),
     );
     a.error = undefined;
+    if (a.bucket.perKey) noteKnown(name);
     iso.blocked.record(a.cacheKey, a.result);
     if (a.result.grant) iso.allowances.install(a.cacheKey, name, a.result.grant, now, mark, iso.now());
   } catch (e) {
@@ -121,6 +129,7 @@ export async function renew(iso: Isolate, a: Asked, config: SluiceConfig, now: n
           recordUsage: a.bucket.perKey,
           ...owed(iso, name, a.bucket.perKey),
           holder: iso.allowances.holder,
+          ...alertsFor(a, config),
           reports: iso.allowances.reportsFor(name, now, false),
           allowanceRate: iso.allowances.rateFor(a.cacheKey, now),
           allowanceMaxMs: config.allowanceMaxMs,
@@ -145,6 +154,78 @@ export async function sendReports(stub: LimiterRpc, name: string, perKey: boolea
   const reports = allowances.reportsFor(name, clock.now(), false);
   const passed = perKey ? allowances.takePassed(name) : 0;
   if (reports.length > 0 || passed > 0) await stub.reportUses(reports, passed);
+}
+
+/**
+ * Longest (wall clock, ms) usage figures decided in this isolate (rejections its cache answered,
+ * passes an allowance admitted) wait before they are sent to the key's object on their own, when
+ * no call of the key carries them first: the object has them within this plus one call's time,
+ * whether or not the key sends anything more (docs/design.md, "Usage figures").
+ */
+export const OWED_FLUSH_MS = 1_000;
+
+/**
+ * The wait in use. Tests of whole-worker behaviour shorten it (test/support/worker.ts): their
+ * helpers wait for each request's waitUntil, and a real second per request that owes figures
+ * would only slow them.
+ */
+export const owedFlush = { ms: OWED_FLUSH_MS };
+
+/** Per-key objects with a flush on its way from this isolate. */
+const flushing = new Set<string>();
+
+/**
+ * Per-key objects that have decided a request from this isolate (most recent last, at most
+ * MAX_KNOWN). Only these are flushed to: a key the isolate never asked of its own object (an
+ * invented key a per-address backstop refused, docs/algorithms.md#allowances) must not have its
+ * object created and written by a flush. Its figures wait for its next call, as before.
+ */
+const known = new Set<string>();
+const MAX_KNOWN = 10_000;
+
+function noteKnown(name: string): void {
+  known.delete(name);
+  known.add(name);
+  if (known.size > MAX_KNOWN) {
+    const oldest = known.values().next().value;
+    if (oldest !== undefined) known.delete(oldest);
+  }
+}
+
+/**
+ * After a request that left the key's usage figures owed here: sends them to its object in
+ * OWED_FLUSH_MS unless a flush is already on its way. The wait rides on this request's
+ * `background` (its waitUntil): workerd drops timers of a request that has finished, and this
+ * keeps that one request's context open at most that long; whatever a call sent meanwhile
+ * is gone from what is owed, and the flush sends only what is left, with at most two calls
+ * (rejections, passes) per key per OWED_FLUSH_MS.
+ */
+export function flushOwedLater(
+  iso: Isolate,
+  a: { bucket: Bucket; readonly stub: LimiterRpc } | undefined,
+  config: SluiceConfig,
+  background: (p: Promise<unknown>) => void,
+): void {
+  if (!a?.bucket.perKey) return;
+  const name = a.bucket.name;
+  if (flushing.has(name) || !known.has(name)) return;
+  if (!(iso.blocked.owes(name) || iso.allowances.owesPassed(name))) return;
+  flushing.add(name);
+  const stub = a.stub;
+  const flush = async () => {
+    await new Promise((r) => setTimeout(r, owedFlush.ms));
+    flushing.delete(name);
+    const rejected = iso.blocked.takeUnreported(name);
+    const passed = iso.allowances.takePassed(name);
+    if (rejected > 0) await stub.countRejections(rejected, alertsFor(a, config).alerts);
+    if (passed > 0) await stub.reportUses([], passed);
+  };
+  background(
+    flush().catch((e: unknown) => {
+      flushing.delete(name);
+      logEvent("sluice.usage_flush_error", { object: name, error: String(e) });
+    }),
+  );
 }
 
 /**

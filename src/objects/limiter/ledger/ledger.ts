@@ -290,9 +290,9 @@ export class Ledger {
     return this.usage.hourly(now);
   }
 
-  /** Every hourly figure, when some changed since the last write (for the top-keys index); else null. */
-  changedUsage(): ReadonlyMap<number, [number, number]> | null {
-    return this.usage.changed() ? this.usage.figures() : null;
+  /** Every hourly figure, when some changed since the last write or `always` (for the top-keys index); else null. */
+  changedUsage(always = false): ReadonlyMap<number, [number, number]> | null {
+    return always || this.usage.changed() ? this.usage.figures() : null;
   }
 
   // ---- writing
