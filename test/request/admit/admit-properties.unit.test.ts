@@ -38,7 +38,7 @@ interface World {
   duplicateReports?: boolean;
 }
 
-function world(input: SluiceConfigInput, skews: number[], latencyOf: (name: string) => () => number): World {
+function world(input: SluiceConfigInput, skews: number[]): World {
   const objects = new Map<string, VirtualObject>();
   const uses: DatedUse[] = [];
   const config = parseConfig(input);
@@ -152,7 +152,7 @@ afterEach(() => {
 describe("regressions: a take after a wait used the clock read before it", () => {
   it("a burst waiting on a far key object: workspace uses are dated when they pass, and no real window holds over 100", async () => {
     const far = (name: string) => (name.startsWith("key:") ? () => 25 : () => 1);
-    const w = world(keyAndWorkspace(100), [0, 0], far);
+    const w = world(keyAndWorkspace(100), [0, 0]);
     const sent: Sent[] = [];
     for (let t = 0; t < 400; t += 15) sent.push({ t, isolate: 0, key: "k1" });
     for (let i = 0; i < 40; i++) sent.push({ t: 400, isolate: 0, key: "k1" });
@@ -165,11 +165,18 @@ describe("regressions: a take after a wait used the clock read before it", () =>
   it("a key object slowed to 700 ms: uses past their allowance's end ask instead, and no real window holds over 100", async () => {
     let slow = false;
     const far = (name: string) => (name.startsWith("key:") ? () => (slow ? 350 : 1) : () => 1);
-    const w = world(keyAndWorkspace(100), [0, 0], far);
+    const w = world(keyAndWorkspace(100), [0, 0]);
     const sent: Sent[] = [];
     for (let t = 0; t <= 495; t += 15) sent.push({ t, isolate: 0, key: "k1" });
     for (let i = 0; i < 200; i++) sent.push({ t: 1540 + i, isolate: 1, key: "k2" });
-    await run(w, far, sent, () => ({ "x-workspace-id": "ws-1" }), [{ at: 180, fn: () => void (slow = true) }]);
+    await run(w, far, sent, () => ({ "x-workspace-id": "ws-1" }), [
+      {
+        at: 180,
+        fn: () => {
+          slow = true;
+        },
+      },
+    ]);
     expectExact(w, { workspace: { limit: 100, windowMs: 1000 } });
   });
 });
@@ -214,13 +221,25 @@ describe("property: the real admit() against objects in virtual time", () => {
             },
           ];
           if (s.global) policies.push({ name: "everyone", limit: 200, window: "2s", scope: ["global"] });
-          const w = world({ ...keyAndWorkspace(100), storeTimeoutMs: 300, policies }, s.isolates, latencyOf);
+          const w = world({ ...keyAndWorkspace(100), storeTimeoutMs: 300, policies }, s.isolates);
           const sent: Sent[] = s.sent.flatMap((x) =>
             Array.from({ length: x.burst }, () => ({ t: x.t, isolate: x.isolate % s.isolates.length, key: x.key })),
           );
           w.duplicateReports = s.duplicateReports;
-          const extra = s.restarts.map((at) => ({ at, fn: () => w.objects.forEach((o) => o.restart()) }));
-          if (s.slowFrom !== undefined) extra.push({ at: s.slowFrom, fn: () => void (slow = true) });
+          const extra = s.restarts.map((at) => ({
+            at,
+            fn: () => {
+              for (const o of w.objects.values()) o.restart();
+            },
+          }));
+          if (s.slowFrom !== undefined) {
+            extra.push({
+              at: s.slowFrom,
+              fn: () => {
+                slow = true;
+              },
+            });
+          }
           await run(w, latencyOf, sent, () => ({ "x-workspace-id": "ws" }), extra);
           expectExact(w, {
             "per-key": { limit: 40 * s.cost, windowMs: 1000 },
