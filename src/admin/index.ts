@@ -4,6 +4,7 @@
  */
 import type { Hono } from "hono";
 import type { SluiceConfig } from "../config/config.ts";
+import { ownAnswer } from "../util/errors.ts";
 import { logEvent } from "../util/log.ts";
 import { isAdminPath, tokenMatches } from "./auth.ts";
 import { dashboardResponse } from "./dashboard/page.ts";
@@ -22,6 +23,16 @@ const adminApps = new WeakMap<SluiceConfig, Hono<AdminEnv>>();
  * beyond 401.
  */
 export async function handleAdmin(
+  req: Request,
+  env: AdminEnv["Bindings"],
+  ctx: Parameters<Hono["fetch"]>[2],
+  config: SluiceConfig,
+): Promise<Response> {
+  // The dashboard sets text/html; every other admin answer is JSON.
+  return ownAnswer(await answerAdmin(req, env, ctx, config));
+}
+
+async function answerAdmin(
   req: Request,
   env: AdminEnv["Bindings"],
   ctx: Parameters<Hono["fetch"]>[2],

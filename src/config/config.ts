@@ -29,6 +29,8 @@ interface PolicyBase {
   methods: Set<string> | undefined;
   /** Hono-style path patterns, or undefined for all. */
   paths: string[] | undefined;
+  /** Paths matched as written; otherwise case-insensitively (docs/reference.md#matching). */
+  caseSensitive: boolean;
   cost: number;
   mode: "enforce" | "shadow";
   /**
@@ -158,6 +160,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
         scope: p.scope,
         methods: p.match.methods ? new Set(p.match.methods.map((m) => m.toUpperCase())) : undefined,
         paths: p.match.paths,
+        caseSensitive: p.match.caseSensitive ?? false,
         cost: p.cost,
         mode: p.mode,
       };

@@ -72,6 +72,7 @@ const policySchema = z
         paths: z.optional(
           z.array(z.string().check(z.startsWith("/", "expected a path pattern starting with /"))).check(z.minLength(1)),
         ),
+        caseSensitive: z.optional(z.boolean()),
       }),
       {},
     ),

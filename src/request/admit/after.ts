@@ -17,6 +17,8 @@ export interface AfterResponse {
   extendLeases(): void;
   /** The answer's status is known: gives back what countStatus does not count, once. */
   answered(status: number, sluiceFailed: boolean): void;
+  /** The client went away before the answer: every unit stays spent (nothing given back, ever). */
+  keep(): void;
 }
 
 export function afterResponse(
@@ -39,6 +41,9 @@ export function afterResponse(
     extendLeases() {
       if (released) return;
       for (const a of holders) background(a.stub.extendLease(leaseId, leaseMs));
+    },
+    keep() {
+      settled = true;
     },
     answered(status, sluiceFailed) {
       if (settled) return;

@@ -119,8 +119,11 @@ export async function pass(
     after.release();
     throw e;
   }
-  // countStatus: the units of an answer a policy does not count are given back, once.
-  after.answered(c.res.status, c.error !== undefined);
+  // countStatus: the units of an answer a policy does not count are given back, once. A client
+  // that hung up first keeps them spent: its side effects (an SMS sent, an invoice made) may have
+  // happened, and hanging up must not make an endpoint free (docs/reference.md#countstatus).
+  if (c.req.raw.signal.aborted) after.keep();
+  else after.answered(c.res.status, c.error !== undefined);
   if (after.holdsSlots) holdWhileStreaming(c, d, config);
   writeRateHeaders(mutableHeaders(c), d.outcomes, true, d.now, config.headers);
 }
