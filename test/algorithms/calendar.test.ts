@@ -1,8 +1,10 @@
 // Calendar periods (SPEC 2, `period`): quotas per UTC day, week (from Monday) and month, on the
 // injected clock, through the pure functions and through the worker.
+
 import { describe, expect, it } from "vitest";
 import { type Period, periodEnd, periodLength, periodStart } from "../../src/algorithms/calendar.ts";
 import type { SluiceConfigInput } from "../../src/config/config.ts";
+import { keyIdOf } from "../../src/request/identify/identity.ts";
 import { advance, send, sendSettled, setClock, unique } from "../support/worker.ts";
 
 const DAY = 86_400_000;
@@ -164,7 +166,7 @@ describe("a period policy with plans and overrides", () => {
     const res = await send("/", { headers: { "x-api-key": key }, config, bindings });
     expect(res.headers.get("X-RateLimit-Limit")).toBe("5");
     expect(res.headers.get("X-RateLimit-Reset")).toBe(String(21 * 86_400));
-    const usage = (await (await admin("GET", `/__sluice/keys/usage?key=${key}`)).json()) as {
+    const usage = (await (await admin("GET", `/__sluice/keys/usage?keyId=${await keyIdOf(key)}`)).json()) as {
       policies: Record<string, unknown>[];
     };
     expect(usage.policies[0]).toMatchObject({

@@ -4,11 +4,11 @@
  * a second credential, another spelling of a path or method, a method or header an origin may
  * route by, a hang-up under countStatus, and the headers of Sluice's own answers.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { SluiceConfigInput } from "../../src/config/config.ts";
 import { keyIdOf } from "../../src/request/identify/identity.ts";
 import { refuseMethod } from "../../src/request/proxy.ts";
-import { originLog, type SendOptions, sendSettled, unique } from "../support/worker.ts";
+import { advance, originLog, type SendOptions, sendSettled, setClock, unique } from "../support/worker.ts";
 
 const TOKEN = "evasion-admin-token-0123456789";
 
@@ -210,5 +210,111 @@ describe("countStatus: a hang-up keeps its units", () => {
     const slow = { ...config, originTimeoutMs: 50 };
     expect((await sendSettled("/__slow/300", { headers: { "x-api-key": key }, config: slow })).status).toBe(504);
     expect((await sendSettled("/", { headers: { "x-api-key": key }, config: slow })).status).toBe(200);
+  });
+});
+
+describe("admin: raw keys never in a URL, guessers and pollers slowed down", () => {
+  const config: SluiceConfigInput = {
+    identity: ["header:x-api-key"],
+    policies: [{ name: "standard", limit: 3, window: "1m" }],
+  };
+  const bindings = { SLUICE_ADMIN_TOKEN: TOKEN };
+  const auth = { authorization: `Bearer ${TOKEN}` };
+
+  it("?key= gets 400 naming key; X-Sluice-Key and keyId name a key without a raw key in the URL", async () => {
+    const key = unique("raw");
+    await sendSettled("/", { headers: { "x-api-key": key }, config });
+    // Even beside a valid keyId: the raw key must not have travelled in a URL at all.
+    const inUrl = await sendSettled(`/__sluice/keys/usage?keyId=${await keyIdOf(key)}&key=${key}`, {
+      headers: auth,
+      config,
+      bindings,
+    });
+    expect(inUrl.status).toBe(400);
+    const body = (await inUrl.json()) as { error: string; issues: string[] };
+    expect(body.error).toBe("invalid_request");
+    expect(body.issues[0]).toMatch(/^key: /);
+    expect(JSON.stringify(body)).not.toContain(key);
+    const byHeader = await sendSettled("/__sluice/keys/usage", {
+      headers: { ...auth, "x-sluice-key": key },
+      config,
+      bindings,
+    });
+    const byId = await sendSettled(`/__sluice/keys/usage?keyId=${await keyIdOf(key)}`, {
+      headers: auth,
+      config,
+      bindings,
+    });
+    for (const res of [byHeader, byId]) {
+      const u = (await res.json()) as { keyId: string; policies: { remaining: number }[] };
+      expect(u.keyId).toBe(await keyIdOf(key));
+      expect(u.policies[0]?.remaining).toBe(2);
+    }
+    const reset = await sendSettled("/__sluice/keys/counters", {
+      method: "DELETE",
+      headers: { ...auth, "x-sluice-key": key },
+      config,
+      bindings,
+    });
+    expect(await reset.json()).toEqual({ keyId: await keyIdOf(key), reset: true });
+    const after = await sendSettled("/", { headers: { "x-api-key": key }, config });
+    expect(after.headers.get("X-RateLimit-Remaining")).toBe("2");
+  });
+
+  it("10 wrong tokens in a minute from one address: 429 with Retry-After until the minute has passed, one log line each", async () => {
+    const T = 1_900_000_000_000;
+    setClock(T);
+    const guesser = "203.0.113.200";
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void lines.push(a.join(" ")));
+    const guess = (token: string, ip = guesser) =>
+      sendSettled("/__sluice/keys/top", {
+        headers: { authorization: `Bearer ${token}`, "cf-connecting-ip": ip },
+        config,
+        bindings,
+      });
+    try {
+      const got: number[] = [];
+      for (let i = 0; i < 12; i++) got.push((await guess(`guess-${i}`)).status);
+      expect(got).toEqual([401, 401, 401, 401, 401, 401, 401, 401, 401, 401, 429, 429]);
+      // Even the right token: the guesser learns nothing more this minute.
+      advance(30_000);
+      const locked = await guess(TOKEN);
+      expect(locked.status).toBe(429);
+      expect(locked.headers.get("Retry-After")).toBe("30");
+      expect(locked.headers.get("X-Content-Type-Options")).toBe("nosniff");
+      // Another address is not held back.
+      expect((await guess(TOKEN, "203.0.113.201")).status).toBe(200);
+      advance(30_000);
+      expect((await guess(TOKEN)).status).toBe(200);
+    } finally {
+      spy.mockRestore();
+    }
+    const events = lines.map((l) => (JSON.parse(l) as { event: string }).event);
+    expect(events.filter((e) => e === "sluice.admin_unauthorized")).toHaveLength(1);
+    expect(events.filter((e) => e === "sluice.admin_locked_out")).toHaveLength(1);
+  });
+
+  it("/me: 60 answers a minute per address, then 429 with Retry-After; invented keys make no more objects", async () => {
+    setClock(1_950_000_000_000);
+    const poller = "198.51.100.250";
+    const statuses: number[] = [];
+    for (let i = 0; i < 62; i++) {
+      const res = await sendSettled("/__sluice/me", {
+        headers: { "x-api-key": unique("invented"), "cf-connecting-ip": poller },
+        config,
+      });
+      statuses.push(res.status);
+      if (i === 61) expect(res.headers.get("Retry-After")).toBe("60");
+    }
+    expect(statuses.filter((s) => s === 200)).toHaveLength(60);
+    expect(statuses.slice(60)).toEqual([429, 429]);
+    const other = await sendSettled("/__sluice/me", {
+      headers: { "x-api-key": unique(), "cf-connecting-ip": "198.51.100.251" },
+      config,
+    });
+    expect(other.status).toBe(200);
+    advance(60_000);
+    expect((await sendSettled("/__sluice/me", { headers: { "cf-connecting-ip": poller }, config })).status).toBe(200);
   });
 });

@@ -1,5 +1,6 @@
 // docs/examples/*.toml: each a complete wrangler.toml modelled on one provider's public rate-limit page
 // (summarised in docs/examples/README.md), driven with the traffic that page describes.
+
 import { parse } from "smol-toml";
 import { describe, expect, it } from "vitest";
 import apvisoToml from "../../docs/examples/apviso.toml?raw";
@@ -9,6 +10,7 @@ import smensoToml from "../../docs/examples/smenso.toml?raw";
 import tieredToml from "../../docs/examples/tiered.toml?raw";
 import vismaToml from "../../docs/examples/visma.toml?raw";
 import { parseConfig, type SluiceConfigInput } from "../../src/config/config.ts";
+import { keyIdOf } from "../../src/request/identify/identity.ts";
 import { validateOriginUrl } from "../../src/request/proxy.ts";
 import { advance, originLog, type SendOptions, send, sendSettled, setClock, unique } from "../support/worker.ts";
 
@@ -190,7 +192,7 @@ describe("APVISO: 120 per minute per API key, Unix reset, JSON 429, usage and cu
     expect(await burst(120, "/v1/scans", opts)).toEqual(all200(120));
     expect((await send("/v1/scans", opts)).status).toBe(429);
     const auth = { authorization: `Bearer ${ADMIN}` };
-    const usage = await send(`/__sluice/keys/usage?key=${encodeURIComponent(key)}`, {
+    const usage = await send(`/__sluice/keys/usage?keyId=${await keyIdOf(key)}`, {
       headers: auth,
       config,
       bindings,
@@ -446,7 +448,7 @@ describe("Tiers: free and pro plans, a per-minute rate and a monthly quota count
     const opts = { headers: { "x-api-key": key }, config, bindings };
     for (let i = 0; i < 3; i++) expect((await sendSettled("/__status/500", opts)).status).toBe(500);
     for (let i = 0; i < 2; i++) expect((await sendSettled("/v1/things", opts)).status).toBe(200);
-    const usage = (await (await adminCall("GET", `/__sluice/keys/usage?key=${key}`)).json()) as {
+    const usage = (await (await adminCall("GET", `/__sluice/keys/usage?keyId=${await keyIdOf(key)}`)).json()) as {
       plan: string;
       policies: { policy: string; remaining: number }[];
     };

@@ -1,8 +1,9 @@
 // GET {adminPath}/keys/top through the worker and the real per-key and directory objects, and the
 // hourly series of the usage endpoint. The report interval is the production one (a minute): the
 // injected clock passes it.
+
 import { describe, expect, it } from "vitest";
-import { sha256Hex } from "../../../src/request/identify/identity.ts";
+import { keyIdOf, sha256Hex } from "../../../src/request/identify/identity.ts";
 import { advance, send, setClock, unique } from "../../support/worker.ts";
 
 /** A whole hour since the epoch. */
@@ -129,7 +130,7 @@ describe("usage: hourly series", () => {
     const key = unique();
     const usage = async () =>
       (await (
-        await send(`/__sluice/keys/usage?key=${key}`, { headers: auth, config, bindings: admin })
+        await send(`/__sluice/keys/usage?keyId=${await keyIdOf(key)}`, { headers: auth, config, bindings: admin })
       ).json()) as Record<string, unknown>;
     // Four: a fifth would be refused from the isolate's cache and counted with the next call.
     for (let i = 0; i < 4; i++) await hit(key);
