@@ -67,6 +67,11 @@ export interface SluiceConfig {
   onStoreError: "open" | "closed";
   storeTimeoutMs: number;
   originTimeoutMs: number;
+  /**
+   * Longest a concurrency slot is held, from admission: then it is released even while the body
+   * still streams (a reader taking a byte a second holds no slot for ever). docs/reference.md.
+   */
+  maxHoldMs: number;
   adminPath: string;
   /** "auto": isolates admit from allowances their objects grant (docs/algorithms.md); "off": every request asks. */
   allowance: "auto" | "off";
@@ -147,6 +152,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
     onStoreError: c.onStoreError,
     storeTimeoutMs: c.storeTimeoutMs,
     originTimeoutMs: c.originTimeoutMs,
+    maxHoldMs: parseDuration(c.maxHold) as number,
     adminPath: c.adminPath,
     allowance: c.allowance,
     ipv6Prefix: c.ipv6Prefix,

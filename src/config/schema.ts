@@ -130,6 +130,7 @@ export const configSchema = z.strictObject({
   onStoreError: z._default(z.enum(["open", "closed"]), "open"),
   storeTimeoutMs: z._default(z.int().check(z.minimum(1), z.maximum(60_000)), 1000),
   originTimeoutMs: z._default(z.int().check(z.minimum(1), z.maximum(600_000)), 30_000),
+  maxHold: z._default(durationField, "5m"),
   adminPath: z._default(
     z.string().check(
       z.regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, "expected a path such as /__sluice"),

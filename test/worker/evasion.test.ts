@@ -8,7 +8,16 @@ import { describe, expect, it, vi } from "vitest";
 import type { SluiceConfigInput } from "../../src/config/config.ts";
 import { keyIdOf } from "../../src/request/identify/identity.ts";
 import { refuseMethod } from "../../src/request/proxy.ts";
-import { advance, originLog, type SendOptions, sendSettled, setClock, unique } from "../support/worker.ts";
+import {
+  advance,
+  ORIGIN,
+  originLog,
+  type SendOptions,
+  send,
+  sendSettled,
+  setClock,
+  unique,
+} from "../support/worker.ts";
 
 const TOKEN = "evasion-admin-token-0123456789";
 
@@ -316,5 +325,42 @@ describe("admin: raw keys never in a URL, guessers and pollers slowed down", () 
     expect(other.status).toBe(200);
     advance(60_000);
     expect((await sendSettled("/__sluice/me", { headers: { "cf-connecting-ip": poller }, config })).status).toBe(200);
+  });
+});
+
+describe("concurrency: maxHold caps how long a slow reader holds a slot", () => {
+  it("a body still streaming past maxHold gives its slot back; the stream goes on", async () => {
+    // One slot per tenant (a tenant unique to this run stands for a `global` or `ip` scope).
+    const scoped: SluiceConfigInput = {
+      identity: ["header:x-api-key"],
+      maxHold: "300ms",
+      policies: [{ name: "one-at-a-time", concurrency: 1, scope: ["header:x-tenant"] }],
+    };
+    const tenant = unique("tenant");
+    const id = unique("hold");
+    const slow = await send(`/__hold/${id}`, {
+      headers: { "x-api-key": unique(), "x-tenant": tenant },
+      config: scoped,
+    });
+    expect(slow.status).toBe(200);
+    const reader = (slow.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read(); // "started": the slow reader takes a first byte, then nothing for a while
+    const meanwhile = await sendSettled("/", {
+      headers: { "x-api-key": unique(), "x-tenant": tenant },
+      config: scoped,
+    });
+    expect(meanwhile.status).toBe(429);
+    await new Promise((r) => setTimeout(r, 600));
+    const later = await sendSettled("/", { headers: { "x-api-key": unique(), "x-tenant": tenant }, config: scoped });
+    expect(later.status).toBe(200);
+    // The slow body was not cut: it still ends as the origin ends it.
+    await fetch(`${ORIGIN}/__control/release/${id}`);
+    let rest = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      rest += new TextDecoder().decode(value);
+    }
+    expect(rest).toBe("done\n");
   });
 });

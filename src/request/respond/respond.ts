@@ -113,6 +113,7 @@ export async function pass(
     recordDecision(dataset, "passed", tightest.policy, facts, 0, tightest.remaining);
   }
   const { after } = d;
+  const admittedAt = Date.now();
   try {
     await next();
   } catch (e) {
@@ -124,29 +125,32 @@ export async function pass(
   // happened, and hanging up must not make an endpoint free (docs/reference.md#countstatus).
   if (c.req.raw.signal.aborted) after.keep();
   else after.answered(c.res.status, c.error !== undefined);
-  if (after.holdsSlots) holdWhileStreaming(c, d, config);
+  if (after.holdsSlots) holdWhileStreaming(c, d, config, admittedAt);
   writeRateHeaders(mutableHeaders(c), d.outcomes, true, d.now, config.headers);
 }
 
 /**
  * The slot is held until the last byte has gone out, or the client or origin gave up. A body that
- * streams for longer than a lease extends it, so the slot is not lost midway.
+ * streams for longer than a lease extends it, so the slot is not lost midway; but never beyond
+ * maxHold from admission: then the slot is released and the body streams on without it (a reader
+ * taking a byte a second must not starve everyone of a `global` or `ip` slot).
  */
-function holdWhileStreaming(c: Context, d: Admission, config: SluiceConfig): void {
+function holdWhileStreaming(c: Context, d: Admission, config: SluiceConfig, admittedAt: number): void {
   const res = c.res;
-  if (!res.body) {
+  const left = config.maxHoldMs - (Date.now() - admittedAt);
+  if (!res.body || left <= 0) {
     d.after.release();
     return;
   }
   const relay = new TransformStream();
   const extend = setInterval(() => d.after.extendLeases(), leaseMsOf(config) / 2);
-  waitUntil(
-    c,
-    res.body.pipeTo(relay.writable).finally(() => {
-      clearInterval(extend);
-      d.after.release();
-    }),
-  );
+  const done = () => {
+    clearInterval(extend);
+    clearTimeout(cap);
+    d.after.release();
+  };
+  const cap = setTimeout(done, left);
+  waitUntil(c, res.body.pipeTo(relay.writable).finally(done));
   c.res = new Response(relay.readable, res);
 }
 
