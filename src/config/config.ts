@@ -29,7 +29,7 @@ interface PolicyBase {
   methods: Set<string> | undefined;
   /** Hono-style path patterns, or undefined for all. */
   paths: string[] | undefined;
-  /** Paths matched as written; otherwise case-insensitively (docs/reference.md#matching). */
+  /** Paths matched as written; otherwise case-insensitively (docs/reference.md#28-matching). */
   caseSensitive: boolean;
   cost: number;
   mode: "enforce" | "shadow";

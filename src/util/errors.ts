@@ -38,7 +38,7 @@ export class SluiceError extends Error {
 
 /**
  * Set on every answer Sluice makes itself (its 429, errors, admin JSON, /me, the dashboard):
- * no browser reads one as another type, and no cache keeps one (docs/reference.md#own-answers).
+ * no browser reads one as another type, and no cache keeps one (docs/reference.md#6-proxying).
  */
 export function ownAnswerHeaders(h: Headers, contentType = "application/json"): Headers {
   if (!h.has("Content-Type")) h.set("Content-Type", contentType);

@@ -10,7 +10,7 @@ export interface Identity {
   /** First 16 hex digits of `hash`: the name used in logs and the admin API. */
   keyId: string;
   /**
-   * The keyIds of the other key sources present (docs/reference.md#identity-charging): key-only
+   * The keyIds of the other key sources present (docs/reference.md#27-identity-charging): key-only
    * policies count the request against each of them too. Absent when the request carries one.
    */
   others?: string[];

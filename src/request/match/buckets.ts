@@ -98,7 +98,7 @@ export async function bucketsFor(
     const perKey = isKeyOnly(p.scope);
     const item = itemOf(p);
     add(perKey ? perKeyName(identity.keyId) : scopeName(await Promise.all(p.scope.map(part))), perKey, item);
-    // Every other credential the request carries is charged too (docs/reference.md#identity-charging):
+    // Every other credential the request carries is charged too (docs/reference.md#27-identity-charging):
     // one more per-key bucket each, so admit's all-or-nothing across objects covers them.
     if (perKey && identity.others) for (const other of identity.others) add(perKeyName(other), true, item);
   }

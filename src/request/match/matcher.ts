@@ -1,6 +1,6 @@
 /**
  * Which policies count a request: its method and its path, matched as an origin may route them
- * (docs/reference.md#matching). When in doubt a policy counts. Pure; one matcher per
+ * (docs/reference.md#28-matching). When in doubt a policy counts. Pure; one matcher per
  * configuration, made on first use.
  */
 import { TrieRouter } from "hono/router/trie-router";

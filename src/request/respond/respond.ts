@@ -122,7 +122,7 @@ export async function pass(
   }
   // countStatus: the units of an answer a policy does not count are given back, once. A client
   // that hung up first keeps them spent: its side effects (an SMS sent, an invoice made) may have
-  // happened, and hanging up must not make an endpoint free (docs/reference.md#countstatus).
+  // happened, and hanging up must not make an endpoint free (docs/reference.md#22-policy-fields).
   if (c.req.raw.signal.aborted) after.keep();
   else after.answered(c.res.status, c.error !== undefined);
   if (after.holdsSlots) holdWhileStreaming(c, d, config, admittedAt);
