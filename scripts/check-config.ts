@@ -3,6 +3,7 @@
  * exactly as the worker does, prints every issue, and exits 1 if there is any.
  */
 import { unstable_readConfig } from "wrangler";
+import { configWarnings } from "../src/config/advice.ts";
 import { ConfigError, parseConfig } from "../src/config/config.ts";
 import { validateOriginUrl } from "../src/request/proxy.ts";
 
@@ -26,6 +27,7 @@ try {
   const config = parseConfig(vars.SLUICE_CONFIG);
   if (issues.length === 0) {
     const names = config.policies.map((p) => p.name).join(", ");
+    for (const w of configWarnings(config)) console.warn(`${configPath}: warning: ${w}`);
     console.log(
       `${configPath}${environment ? ` [env ${environment}]` : ""}: SLUICE_CONFIG is valid (policies: ${names})`,
     );

@@ -3,7 +3,7 @@ import { requestId } from "hono/request-id";
 import { handleAdmin, isAdminPath } from "./admin/index.ts";
 import { ConfigError, loadConfig, type SluiceConfig } from "./config/config.ts";
 import { type SluiceVariables, sluice } from "./middleware/sluice.ts";
-import { forward, validateOriginUrl } from "./request/proxy.ts";
+import { forward, refuseMethod, validateOriginUrl } from "./request/proxy.ts";
 import { mutableHeaders } from "./request/respond/respond.ts";
 import { renderError, SluiceError } from "./util/errors.ts";
 import { urlOf } from "./util/url.ts";
@@ -74,6 +74,12 @@ export function createApp(): Hono<AppEnv> {
     const config = loadConfig(c.env.SLUICE_CONFIG);
     if (!isAdminPath(urlOf(c.req.raw).pathname, config.adminPath)) return next();
     c.res = await handleAdmin(c.req.raw, c.env, c.executionCtx, config);
+  });
+
+  // Refused before counting: they never reach the origin, so they cost it nothing.
+  app.use(async function refuseMethods(c, next) {
+    refuseMethod(c.req.method);
+    await next();
   });
 
   app.use(sluice());

@@ -43,12 +43,12 @@ function badRequest(issues: string[]): SluiceError {
   return new SluiceError(400, "invalid_request", issues.join("; "), { issues });
 }
 
-/** The keyId a request names, by `key` (raw, hashed here) or `keyId`. */
+/** The keyId a request names, by `key` (raw, hashed here: X-Sluice-Key or a JSON body) or `keyId`. */
 async function keyIdFrom(key: unknown, keyId: unknown): Promise<string> {
   if (typeof key === "string" && key.length > 0) return keyIdOf(key);
   if (typeof keyId === "string" && KEY_ID_RE.test(keyId)) return keyId;
   if (keyId !== undefined) throw badRequest(["keyId: expected 16 lower-case hex digits"]);
-  throw badRequest(["key: required (or keyId)"]);
+  throw badRequest(["key: required (the X-Sluice-Key header or a JSON body), or keyId"]);
 }
 
 export function keyPolicies(config: SluiceConfig): (RatePolicy | ConcurrencyPolicy)[] {
@@ -130,7 +130,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   app.get("/health", (c) => c.json({ ok: true }));
 
   app.get("/keys/usage", async (c) => {
-    const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
+    const keyId = await keyIdFrom(c.req.header("x-sluice-key"), c.req.query("keyId"));
     const stub = stubFor(c.env, keyId);
     // Rejections this isolate answered from its cache, and requests it admitted from allowances,
     // that it has not reported yet count too.
@@ -246,7 +246,7 @@ export function createAdminApp(config: SluiceConfig): Hono<AdminEnv> {
   });
 
   app.delete("/keys/counters", async (c) => {
-    const keyId = await keyIdFrom(c.req.query("key"), c.req.query("keyId"));
+    const keyId = await keyIdFrom(c.req.header("x-sluice-key"), c.req.query("keyId"));
     await stubFor(c.env, keyId).resetCounters();
     forgetKey(perKeyName(keyId));
     logEvent("sluice.counters_reset", { keyId });

@@ -31,6 +31,8 @@ interface PolicyBase {
   methods: Set<string> | undefined;
   /** Hono-style path patterns, or undefined for all. */
   paths: string[] | undefined;
+  /** Paths matched as written; otherwise case-insensitively (docs/reference.md#28-matching). */
+  caseSensitive: boolean;
   cost: number;
   mode: "enforce" | "shadow";
   /**
@@ -72,6 +74,11 @@ export interface SluiceConfig {
   onStoreError: "open" | "closed";
   storeTimeoutMs: number;
   originTimeoutMs: number;
+  /**
+   * Longest a concurrency slot is held, from admission: then it is released even while the body
+   * still streams (a reader taking a byte a second holds no slot for ever). docs/reference.md.
+   */
+  maxHoldMs: number;
   adminPath: string;
   /** "auto": isolates admit from allowances their objects grant (docs/algorithms.md); "off": every request asks. */
   allowance: "auto" | "off";
@@ -156,6 +163,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
     onStoreError: c.onStoreError,
     storeTimeoutMs: c.storeTimeoutMs,
     originTimeoutMs: c.originTimeoutMs,
+    maxHoldMs: parseDuration(c.maxHold) as number,
     adminPath: c.adminPath,
     allowance: c.allowance,
     allowanceMaxMs: c.allowanceMaxMs,
@@ -180,6 +188,7 @@ export function parseConfig(raw: unknown): SluiceConfig {
         scope: p.scope,
         methods: p.match.methods ? new Set(p.match.methods.map((m) => m.toUpperCase())) : undefined,
         paths: p.match.paths,
+        caseSensitive: p.match.caseSensitive ?? false,
         cost: p.cost,
         mode: p.mode,
       };

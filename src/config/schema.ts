@@ -89,6 +89,7 @@ const policySchema = z
         paths: z.optional(
           z.array(z.string().check(z.startsWith("/", "expected a path pattern starting with /"))).check(z.minLength(1)),
         ),
+        caseSensitive: z.optional(z.boolean()),
       }),
       {},
     ),
@@ -188,6 +189,7 @@ export const configSchema = z.strictObject({
   onStoreError: z._default(z.enum(["open", "closed"]), "open"),
   storeTimeoutMs: z._default(z.int().check(z.minimum(1), z.maximum(60_000)), 1000),
   originTimeoutMs: z._default(z.int().check(z.minimum(1), z.maximum(600_000)), 30_000),
+  maxHold: z._default(durationField, "5m"),
   adminPath: z._default(
     z.string().check(
       z.regex(/^\/[A-Za-z0-9._~-]+(\/[A-Za-z0-9._~-]+)*$/, "expected a path such as /__sluice"),

@@ -10,7 +10,7 @@ import type { Outcome } from "../protocol.ts";
 import { admit } from "../request/admit/admit.ts";
 import { type Identity, resolveIdentity } from "../request/identify/identity.ts";
 import { bucketsFor } from "../request/match/buckets.ts";
-import { matcherFor, normalizePath } from "../request/match/matcher.ts";
+import { matcherFor, methodsOf } from "../request/match/matcher.ts";
 import { leaseMsOf, logShadow, pass, reject, storeFailed, waitUntil } from "../request/respond/respond.ts";
 import { SluiceError } from "../util/errors.ts";
 import { urlOf } from "../util/url.ts";
@@ -75,7 +75,7 @@ export function sluice({
     const req = c.req.raw;
     const url = urlOf(req);
     const identity = await resolveIdentity(req, url, config.identity, config.ipv6Prefix);
-    const policies = matcherFor(config).match(req.method, normalizePath(url.pathname));
+    const policies = matcherFor(config).match(methodsOf(req), url.pathname);
     c.set("sluice", { config, identity, outcomes: [] });
     if (policies.length === 0) return next();
 

@@ -21,7 +21,22 @@ const CLIENT_HEADERS_DROPPED = [
   "x-forwarded-host",
   "x-real-ip",
   "x-sluice-origin-secret",
+  // Some frameworks (IIS, Symfony, Zend) route by these instead of the request line: a path
+  // policy would count one path while the origin served another.
+  "x-original-url",
+  "x-rewrite-url",
 ];
+
+/** Methods never forwarded: TRACE/TRACK echo the request (the origin secret included), CONNECT tunnels. */
+const REFUSED_METHODS = new Set(["TRACE", "TRACK", "CONNECT"]);
+
+/** @throws SluiceError 405 method_not_allowed for a method Sluice never forwards. */
+export function refuseMethod(method: string): void {
+  if (!REFUSED_METHODS.has(method.toUpperCase())) return;
+  const e = new SluiceError(405, "method_not_allowed", `${method.toUpperCase()} is never forwarded`);
+  e.headers = { Allow: "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS" };
+  throw e;
+}
 
 /**
  * The origin URL for a request: ORIGIN_URL's scheme, host and base path, then the request's path
@@ -88,6 +103,7 @@ export interface ForwardOptions {
  * response headers do not come within `timeoutMs`.
  */
 export async function forward(req: Request, url: URL, o: ForwardOptions): Promise<Response> {
+  refuseMethod(req.method);
   if (!o.originUrl) {
     // Forwarding to the request's own URL: an absolute-form request line naming another host than
     // the Host header must not turn Sluice into an open proxy.

@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from "vitest";
-import { sha256Hex } from "../../src/request/identify/identity.ts";
+import { keyIdOf, sha256Hex } from "../../src/request/identify/identity.ts";
 import { advance, originLog, send, setClock, statuses, unique } from "../support/worker.ts";
 
 const T0 = 1_800_000_000_000;
@@ -23,6 +23,10 @@ function call(method: string, path: string, body?: unknown, headers: Record<stri
     bindings: admin,
   });
 }
+
+let addresses = 0;
+/** A client address no other case of this file uses. */
+const nextAddress = () => `198.51.100.${++addresses}`;
 
 const hit = (key: string, extra: Record<string, unknown> = {}) =>
   send("/v1/thing", { headers: { "x-api-key": key }, config, bindings: admin, ...extra });
@@ -48,28 +52,36 @@ describe("admin API", () => {
     ["a token prefix", { authorization: `Bearer ${TOKEN.slice(0, -1)}` }],
     ["an empty bearer", { authorization: "Bearer " }],
   ])("401 with %s, the same answer whichever is wrong", async (_what, headers) => {
-    const res = await call("GET", "/__sluice/keys/usage?key=abc", undefined, headers);
+    // Each case from its own client address: the wrong-token lockout is tested on its own below.
+    const res = await call("GET", "/__sluice/keys/usage?keyId=0123456789abcdef", undefined, {
+      ...headers,
+      "cf-connecting-ip": nextAddress(),
+    });
     expect(res.status).toBe(401);
     expect(await res.json()).toEqual({ error: "unauthorized" });
   });
 
   it.each([
-    "//__sluice/keys/usage?key=abc",
-    "/%5F%5Fsluice/keys/usage?key=abc",
-    "/__sluice%2Fkeys%2Fusage?key=abc",
-    "/__SLUICE/keys/usage?key=abc",
-    "/__sluice//keys/usage?key=abc",
-    "/%252F__sluice/keys/usage?key=abc",
+    "//__sluice/keys/usage?keyId=0123456789abcdef",
+    "/%5F%5Fsluice/keys/usage?keyId=0123456789abcdef",
+    "/__sluice%2Fkeys%2Fusage?keyId=0123456789abcdef",
+    "/__SLUICE/keys/usage?keyId=0123456789abcdef",
+    "/__sluice//keys/usage?keyId=0123456789abcdef",
+    "/%252F__sluice/keys/usage?keyId=0123456789abcdef",
   ])("%s: no token, 401; never proxied nor counted", async (path) => {
     const testId = unique("t");
-    const res = await send(path, { headers: { "x-test-id": testId, "x-api-key": "k" }, config, bindings: admin });
+    const res = await send(path, {
+      headers: { "x-test-id": testId, "x-api-key": "k", "cf-connecting-ip": nextAddress() },
+      config,
+      bindings: admin,
+    });
     expect(res.status).toBe(401);
     expect(res.headers.get("X-RateLimit-Limit")).toBeNull();
     expect(await originLog(testId)).toEqual([]);
   });
 
   it("a doubled-slash spelling with the right token is 404, not the handler", async () => {
-    const res = await call("DELETE", "//__sluice/keys/counters?key=abc");
+    const res = await call("DELETE", "//__sluice/keys/counters?keyId=0123456789abcdef");
     expect(res.status).toBe(404);
   });
 
@@ -81,7 +93,7 @@ describe("admin API", () => {
     ]);
     advance(20_000);
     for (let i = 0; i < 2; i++) {
-      const res = await call("GET", `/__sluice/keys/usage?key=${encodeURIComponent(key)}`);
+      const res = await call("GET", `/__sluice/keys/usage?keyId=${await keyIdOf(key)}`);
       expect(res.status).toBe(200);
       const body = (await res.json()) as Record<string, unknown>;
       expect(body).toEqual({
@@ -158,7 +170,7 @@ describe("admin API", () => {
     expect(limited.headers.get("Retry-After")).toBe("10");
     const conc = await call("PUT", "/__sluice/keys/overrides", { key, policy: "parallel", concurrency: 9 });
     expect(await conc.json()).toMatchObject({ policy: "parallel", concurrency: 9 });
-    const usage = (await (await call("GET", `/__sluice/keys/usage?key=${key}`)).json()) as {
+    const usage = (await (await call("GET", `/__sluice/keys/usage?keyId=${await keyIdOf(key)}`)).json()) as {
       policies: { policy: string; limit: number; override: boolean }[];
     };
     expect(usage.policies.map((p) => [p.policy, p.limit, p.override])).toEqual([
@@ -207,13 +219,13 @@ describe("admin API", () => {
     await statuses(3, "/v1/thing", { headers: { "x-api-key": key }, config, bindings: admin });
     await statuses(3, "/v1/thing", { headers: { "x-api-key": other }, config, bindings: admin });
     await call("PUT", "/__sluice/keys/overrides", { key, policy: "standard", limit: 4 });
-    const res = await call("DELETE", `/__sluice/keys/counters?key=${key}`);
+    const res = await call("DELETE", `/__sluice/keys/counters?keyId=${await keyIdOf(key)}`);
     expect(res.status).toBe(200);
     const after = await hit(key);
     expect(after.status).toBe(200);
     expect(after.headers.get("X-RateLimit-Remaining")).toBe("3"); // override kept: 4 - 1
     expect((await hit(other)).status).toBe(429);
-    const usage = (await (await call("GET", `/__sluice/keys/usage?key=${key}`)).json()) as {
+    const usage = (await (await call("GET", `/__sluice/keys/usage?keyId=${await keyIdOf(key)}`)).json()) as {
       usage: Record<string, { passed: number }>;
     };
     expect(usage.usage["24h"]?.passed).toBe(4); // usage figures are history, not counters
@@ -234,9 +246,10 @@ describe("admin API", () => {
     const key = `raw-secret-${unique()}`;
     const spy = vi.spyOn(console, "log");
     try {
-      for (let i = 0; i < 6; i++) expect((await call("GET", `/__sluice/keys/usage?key=${key}`)).status).toBe(200);
+      for (let i = 0; i < 6; i++)
+        expect((await call("GET", `/__sluice/keys/usage?keyId=${await keyIdOf(key)}`)).status).toBe(200);
       await call("PUT", "/__sluice/keys/overrides", { key, policy: "standard", limit: 9 });
-      await call("DELETE", `/__sluice/keys/counters?key=${key}`);
+      await call("DELETE", `/__sluice/keys/counters?keyId=${await keyIdOf(key)}`);
       const lines = spy.mock.calls.map((c) => String(c[0])).join("\n");
       expect(lines).toContain("sluice.override_set");
       expect(lines).not.toContain(key);

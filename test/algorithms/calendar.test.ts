@@ -1,7 +1,9 @@
 // Calendar periods (docs/reference.md#2-configuration, `period`): quotas per UTC day, week (from Monday) and month, on the
 // injected clock, through the pure functions and through the worker.
+
 import { describe, expect, it } from "vitest";
 import type { SluiceConfigInput } from "../../src/config/config.ts";
+import { keyIdOf } from "../../src/request/identify/identity.ts";
 import { advance, send, sendSettled, setClock, unique } from "../support/worker.ts";
 
 const DAY = 86_400_000;
@@ -144,7 +146,7 @@ describe("a period policy with plans and overrides", () => {
     const res = await send("/", { headers: { "x-api-key": key }, config, bindings });
     expect(res.headers.get("X-RateLimit-Limit")).toBe("5");
     expect(res.headers.get("X-RateLimit-Reset")).toBe(String(21 * 86_400));
-    const usage = (await (await admin("GET", `/__sluice/keys/usage?key=${key}`)).json()) as {
+    const usage = (await (await admin("GET", `/__sluice/keys/usage?keyId=${await keyIdOf(key)}`)).json()) as {
       policies: Record<string, unknown>[];
     };
     expect(usage.policies[0]).toMatchObject({

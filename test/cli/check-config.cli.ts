@@ -16,6 +16,16 @@ test("the shipped wrangler.toml and the demo's are valid", () => {
   }
 });
 
+test("per-key policies without an ip-scoped backstop: a warning naming them, still valid (exit 0)", () => {
+  const shipped = run("wrangler.toml");
+  assert.doesNotMatch(shipped.stderr, /warning/);
+  const r = run("test/fixtures/no-backstop-wrangler.toml");
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /SLUICE_CONFIG is valid/);
+  assert.match(r.stderr, /warning: per-key policies \(standard\) have no ip-scoped backstop/);
+  assert.match(r.stderr, /scope = \["ip"\]/);
+});
+
 test("a bad wrangler.toml exits 1 and names every bad field, as the worker's 500 does", () => {
   const r = run("test/fixtures/bad-wrangler.toml");
   assert.equal(r.status, 1);
@@ -43,12 +53,12 @@ test("a missing file is a clear error", () => {
 test("every docs/examples/*.toml passes check-config, with the policies its provider's page describes", () => {
   const expected: Record<string, string> = {
     "apviso.toml": "standard, per-ip-backstop",
-    "facturapi.toml": "detail-reads, list-reads, creation, writes, heavy-writes",
-    "lexoffice.toml": "per-second",
-    "smenso.toml": "per-token, per-workspace",
-    "tiered.toml": "per-minute, monthly",
+    "facturapi.toml": "detail-reads, list-reads, creation, writes, heavy-writes, per-address",
+    "lexoffice.toml": "per-second, per-address",
+    "smenso.toml": "per-token, per-workspace, per-address",
     "llm-tokens.toml": "tokens-per-minute, tokens-per-month, parallel",
-    "visma.toml": "4-fixed-window, 6-fixed-window",
+    "tiered.toml": "per-minute, monthly, per-address",
+    "visma.toml": "4-fixed-window, 6-fixed-window, per-address",
   };
   const files = readdirSync("docs/examples").filter((f) => f.endsWith(".toml"));
   for (const name of Object.keys(expected)) assert.ok(files.includes(name), `docs/examples/${name} is missing`);
@@ -56,6 +66,7 @@ test("every docs/examples/*.toml passes check-config, with the policies its prov
     const r = run(`docs/examples/${file}`);
     assert.equal(r.status, 0, `${file}: ${r.stderr}`);
     assert.match(r.stdout, /SLUICE_CONFIG is valid/);
+    assert.doesNotMatch(r.stderr, /warning/, `${file} stands without an ip-scoped backstop`);
     if (expected[file]) assert.ok(r.stdout.includes(`(policies: ${expected[file]})`), r.stdout);
   }
 });

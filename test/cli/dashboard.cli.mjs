@@ -150,6 +150,17 @@ test("errors are shown on the page: wrong token, unknown key, a store that fails
   await page.click("#open button[type=submit]");
   await page.waitForFunction(() => document.getElementById("key-id")?.textContent === "0000000000000000");
   assert.match(await page.textContent("#notice"), /unknown key\?/);
+  // A raw key typed in is hashed in the browser: only its keyId travels, in no URL the raw key.
+  const urls = [];
+  page.on("request", (r) => urls.push(r.url()));
+  await page.fill("#key-input", CALM);
+  await page.click("#open button[type=submit]");
+  await page.waitForFunction((id) => document.getElementById("key-id")?.textContent === id, keyIdOf(CALM));
+  assert.ok(
+    urls.some((u) => u.includes(`keyId=${keyIdOf(CALM)}`)),
+    urls.join(" "),
+  );
+  assert.ok(!urls.some((u) => u.includes(CALM)), "a raw key travelled in a URL");
   await page.fill("#key-input", "ABC");
   await page.fill("#key-input", "");
   await page.click("#open button[type=submit]");

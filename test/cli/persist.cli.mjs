@@ -80,8 +80,8 @@ async function call(path, key) {
 
 /** The key's usage figures over 24 h (admin API). */
 async function usage(key) {
-  const res = await fetch(`http://127.0.0.1:${port}/__sluice/keys/usage?key=${encodeURIComponent(key)}`, {
-    headers: { authorization: `Bearer ${TOKEN}` },
+  const res = await fetch(`http://127.0.0.1:${port}/__sluice/keys/usage`, {
+    headers: { authorization: `Bearer ${TOKEN}`, "x-sluice-key": key },
   });
   assert.equal(res.status, 200);
   return (await res.json()).usage["24h"];

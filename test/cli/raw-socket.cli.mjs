@@ -275,7 +275,11 @@ test("HTTP/0.9, HTTP/2.0 and other versions in a request line", async () => {
 });
 
 test("admin paths over the wire, without the token: 401, never proxied", async () => {
-  for (const path of ["/__sluice/keys/usage?key=raw-socket", "//__sluice/keys/usage", "/%5F%5Fsluice/keys/counters"]) {
+  for (const path of [
+    "/__sluice/keys/usage?keyId=0123456789abcdef",
+    "//__sluice/keys/usage",
+    "/%5F%5Fsluice/keys/counters",
+  ]) {
     const { codes, seen } = await hostile(`DELETE ${path} HTTP/1.1\r\n${H}Connection: close\r\n\r\n`);
     assert.deepEqual(codes, [401], path);
     assert.equal(seen.length, 0, path);

@@ -1,7 +1,7 @@
 // Plans (docs/reference.md#2-configuration, #7-admin-api): plans and defaultPlan in SLUICE_CONFIG, PUT keys/plan, through the worker.
 import { describe, expect, it } from "vitest";
 import { parseConfig, type SluiceConfigInput } from "../../src/config/config.ts";
-import { sha256Hex } from "../../src/request/identify/identity.ts";
+import { keyIdOf, sha256Hex } from "../../src/request/identify/identity.ts";
 import { send, sendSettled, setClock, statuses, unique } from "../support/worker.ts";
 
 const T0 = 1_800_000_000_000;
@@ -36,7 +36,7 @@ const hit = (key: string, cfg: Record<string, unknown> = config) =>
   sendSettled("/v1/thing", { headers: { "x-api-key": key }, config: cfg, bindings });
 
 async function usageOf(key: string, cfg: Record<string, unknown> = config) {
-  const res = await admin("GET", `/__sluice/keys/usage?key=${encodeURIComponent(key)}`, undefined, cfg);
+  const res = await admin("GET", `/__sluice/keys/usage?keyId=${await keyIdOf(key)}`, undefined, cfg);
   expect(res.status).toBe(200);
   return (await res.json()) as {
     plan: string | null;

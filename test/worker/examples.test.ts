@@ -1,7 +1,8 @@
 // docs/examples/*.toml: each a complete wrangler.toml modelled on one provider's public rate-limit page
 // (summarised in docs/examples/README.md), driven with the traffic that page describes.
+
 import { parse } from "smol-toml";
-import { describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import apvisoToml from "../../docs/examples/apviso.toml?raw";
 import facturapiToml from "../../docs/examples/facturapi.toml?raw";
 import lexofficeToml from "../../docs/examples/lexoffice.toml?raw";
@@ -10,8 +11,34 @@ import smensoToml from "../../docs/examples/smenso.toml?raw";
 import tieredToml from "../../docs/examples/tiered.toml?raw";
 import vismaToml from "../../docs/examples/visma.toml?raw";
 import { parseConfig, type SluiceConfigInput } from "../../src/config/config.ts";
+import { keyIdOf } from "../../src/request/identify/identity.ts";
 import { validateOriginUrl } from "../../src/request/proxy.ts";
-import { advance, originLog, type SendOptions, send, sendSettled, setClock, unique } from "../support/worker.ts";
+import {
+  advance,
+  originLog,
+  type SendOptions,
+  send as sendAs,
+  sendSettled as sendSettledAs,
+  setClock,
+  unique,
+} from "../support/worker.ts";
+
+/**
+ * Each test's requests come from an address of its own unless they name one: the examples have
+ * an `ip`-scoped backstop, and one shared (absent) address would carry counters and object clocks
+ * from one test to the next.
+ */
+let testAddress = "";
+beforeEach(() => {
+  testAddress = uniqueIp();
+});
+function fromTestAddress(options: SendOptions = {}): SendOptions {
+  const headers = new Headers(options.headers);
+  if (!headers.has("cf-connecting-ip")) headers.set("cf-connecting-ip", testAddress);
+  return { ...options, headers };
+}
+const send = (path: string, options?: SendOptions) => sendAs(path, fromTestAddress(options));
+const sendSettled = (path: string, options?: SendOptions) => sendSettledAs(path, fromTestAddress(options));
 
 /** A whole hour (and minute, and second) since the epoch. */
 const T0 = 1_800_000_000_000;
@@ -191,7 +218,7 @@ describe("APVISO: 120 per minute per API key, Unix reset, JSON 429, usage and cu
     expect(await burst(120, "/v1/scans", opts)).toEqual(all200(120));
     expect((await send("/v1/scans", opts)).status).toBe(429);
     const auth = { authorization: `Bearer ${ADMIN}` };
-    const usage = await send(`/__sluice/keys/usage?key=${encodeURIComponent(key)}`, {
+    const usage = await send(`/__sluice/keys/usage?keyId=${await keyIdOf(key)}`, {
       headers: auth,
       config,
       bindings,
@@ -428,11 +455,13 @@ describe("Tiers: free and pro plans, a per-minute rate and a monthly quota count
     expect(policyOf(config, "monthly")).toMatchObject({ limit: 10000, period: "month", countStatus: ["2xx"] });
   });
 
-  it("free: 100 per minute, then 429 from per-minute; both policies in RateLimit-Policy, the month's w its length", async () => {
+  it("free: 100 per minute, then 429 from per-minute; every policy (the address backstop too) in RateLimit-Policy, the month's w its length", async () => {
     setClock(T0);
     const opts = { headers: { "x-api-key": unique() }, config, bindings };
     const first = await send("/v1/things", opts);
-    expect(first.headers.get("RateLimit-Policy")).toBe(`"per-minute";q=100;w=60, "monthly";q=10000;w=${JANUARY_S}`);
+    expect(first.headers.get("RateLimit-Policy")).toBe(
+      `"per-minute";q=100;w=60, "monthly";q=10000;w=${JANUARY_S}, "per-address";q=6000;w=60`,
+    );
     expect(legacy(first)).toMatchObject({ Limit: "100", Remaining: "99", Policy: "per-minute" });
     expect(await burst(99, "/v1/things", opts)).toEqual(all200(99));
     const limited = await send("/v1/things", opts);
@@ -447,7 +476,7 @@ describe("Tiers: free and pro plans, a per-minute rate and a monthly quota count
     const opts = { headers: { "x-api-key": key }, config, bindings };
     for (let i = 0; i < 3; i++) expect((await sendSettled("/__status/500", opts)).status).toBe(500);
     for (let i = 0; i < 2; i++) expect((await sendSettled("/v1/things", opts)).status).toBe(200);
-    const usage = (await (await adminCall("GET", `/__sluice/keys/usage?key=${key}`)).json()) as {
+    const usage = (await (await adminCall("GET", `/__sluice/keys/usage?keyId=${await keyIdOf(key)}`)).json()) as {
       plan: string;
       policies: { policy: string; remaining: number }[];
     };
@@ -465,7 +494,9 @@ describe("Tiers: free and pro plans, a per-minute rate and a monthly quota count
     await sendSettled("/v1/things", opts);
     expect((await adminCall("PUT", "/__sluice/keys/plan", { key, plan: "pro" })).status).toBe(200);
     const res = await send("/v1/things", opts);
-    expect(res.headers.get("RateLimit-Policy")).toBe(`"per-minute";q=1000;w=60, "monthly";q=1000000;w=${JANUARY_S}`);
+    expect(res.headers.get("RateLimit-Policy")).toBe(
+      `"per-minute";q=1000;w=60, "monthly";q=1000000;w=${JANUARY_S}, "per-address";q=6000;w=60`,
+    );
     expect(legacy(res)).toMatchObject({ Limit: "1000", Remaining: "998", Policy: "per-minute" });
     expect(await burst(998, "/v1/things", opts)).toEqual(all200(998));
     expect((await send("/v1/things", opts)).status).toBe(429);

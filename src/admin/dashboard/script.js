@@ -107,11 +107,19 @@ function fillTop(tbody, keys) {
   }
 }
 
+/** The keyId of a raw key, hashed here as Sluice hashes it (a reserved prefix gets "key:"). */
+async function keyIdOfRaw(raw) {
+  const s = /^(ip:|anonymous:|key:)/.test(raw) ? `key:${raw}` : raw;
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(s)));
+  return Array.from(d.slice(0, 8), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 async function openKey(ref) {
   ref = ref.trim();
   if (!ref) throw new Error("Enter a key or a keyId.");
-  const q = /^[0-9a-f]{16}$/.test(ref) ? `keyId=${ref}` : `key=${encodeURIComponent(ref)}`;
-  const u = await api("GET", `/keys/usage?${q}`);
+  // A raw key never leaves the browser: it is hashed here to its keyId, as Sluice hashes it.
+  const keyId = /^[0-9a-f]{16}$/.test(ref) ? ref : await keyIdOfRaw(ref);
+  const u = await api("GET", `/keys/usage?keyId=${keyId}`);
   current = u.keyId;
   lastUsage = u;
   $("key-input").value = u.keyId;

@@ -27,6 +27,8 @@ export interface AfterResponse {
    * `res` itself, or the same body through a counting stream. `log` goes on `sluice.settle_missing`.
    */
   settle(res: Response, log: Record<string, unknown>): Response;
+  /** The client went away before the answer: every unit stays spent (nothing given back, ever). */
+  keep(): void;
 }
 
 export function afterResponse(
@@ -51,6 +53,9 @@ export function afterResponse(
     extendLeases() {
       if (released) return;
       for (const a of holders) background(a.stub.extendLease(leaseId, leaseMs));
+    },
+    keep() {
+      settled = true;
     },
     answered(status, sluiceFailed) {
       if (settled) return;

@@ -9,6 +9,11 @@ export interface Identity {
   hash: string;
   /** First 16 hex digits of `hash`: the name used in logs and the admin API. */
   keyId: string;
+  /**
+   * The keyIds of the other key sources present (docs/reference.md#27-identity-charging): key-only
+   * policies count the request against each of them too. Absent when the request carries one.
+   */
+  others?: string[];
 }
 
 /**
@@ -88,9 +93,11 @@ export function addressOf(value: string, ipv6Prefix: number): string {
 }
 
 /**
- * Resolves the caller from the configured sources, first present wins. A request with none of
- * them is "anonymous": all such requests share one bucket, so leaving out a key never escapes
- * the limit. An IPv6 caller is its network of `ipv6Prefix` bits.
+ * Resolves the caller: the first key source present (`header:`, `bearer`, `query:`), else the
+ * address when `ip` is configured, else "anonymous" (all such requests share one bucket, so leaving
+ * out a key never escapes the limit). Every other key source present is hashed into `others`, so a
+ * second credential is charged too; a request carrying one key hashes once, as before. An IPv6
+ * caller is its network of `ipv6Prefix` bits.
  * @throws SluiceError 400 invalid_client_address when the caller is its address and it is not one.
  */
 export async function resolveIdentity(
@@ -99,11 +106,28 @@ export async function resolveIdentity(
   sources: readonly string[],
   ipv6Prefix = 64,
 ): Promise<Identity> {
+  let caller: Identity | undefined;
+  let others: string[] | undefined;
   for (const source of sources) {
-    let value = readSource(req, url, source);
+    if (source === "ip") continue;
+    const value = readSource(req, url, source);
     if (value === undefined) continue;
-    if (source === "ip") value = addressOf(value, ipv6Prefix);
-    return fromHash(source, await hashIdentity(identityString(source, value)));
+    const hash = await hashIdentity(identityString(source, value));
+    if (!caller) caller = fromHash(source, hash);
+    else if (hash !== caller.hash) {
+      const keyId = hash.slice(0, 16);
+      others ??= [];
+      if (!others.includes(keyId)) others.push(keyId);
+    }
+  }
+  if (caller) {
+    if (others) caller.others = others;
+    return caller;
+  }
+  if (sources.includes("ip")) {
+    const value = readSource(req, url, "ip");
+    if (value !== undefined)
+      return fromHash("ip", await hashIdentity(identityString("ip", addressOf(value, ipv6Prefix))));
   }
   anonymousHash ??= await sha256Hex(ANONYMOUS);
   return fromHash("anonymous", anonymousHash);

@@ -86,15 +86,21 @@ export async function bucketsFor(
     parts.set(scope, v);
     return v;
   };
-  for (const p of policies) {
-    const perKey = isKeyOnly(p.scope);
-    const name = perKey ? perKeyName(identity.keyId) : scopeName(await Promise.all(p.scope.map(part)));
+  const add = (name: string, perKey: boolean, item: PolicyItem) => {
     let b = buckets.get(name);
     if (!b) {
       b = { name, perKey, items: [] };
       buckets.set(name, b);
     }
-    b.items.push(itemOf(p));
+    b.items.push(item);
+  };
+  for (const p of policies) {
+    const perKey = isKeyOnly(p.scope);
+    const item = itemOf(p);
+    add(perKey ? perKeyName(identity.keyId) : scopeName(await Promise.all(p.scope.map(part))), perKey, item);
+    // Every other credential the request carries is charged too (docs/reference.md#27-identity-charging):
+    // one more per-key bucket each, so admit's all-or-nothing across objects covers them.
+    if (perKey && identity.others) for (const other of identity.others) add(perKeyName(other), true, item);
   }
   return [...buckets.values()];
 }

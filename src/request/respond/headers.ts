@@ -1,6 +1,7 @@
 import { NEVER } from "../../algorithms/index.ts";
 import type { SluiceConfig } from "../../config/config.ts";
 import type { Outcome } from "../../protocol.ts";
+import { ownAnswerHeaders } from "../../util/errors.ts";
 
 /** Whole seconds, rounded up, at least 1: a client that waits this long is past the instant. */
 export function ceilSeconds(ms: number): number {
@@ -93,7 +94,7 @@ export function tooManyRequests(
 ): Response {
   const seconds = retryAfterSeconds(rejectedBy);
   const h = new Headers(extra);
-  h.set("Content-Type", "application/json");
+  ownAnswerHeaders(h);
   h.set("Retry-After", String(seconds));
   writeRateHeaders(h, outcomes, false, now, config.headers);
   const body = {

@@ -21,6 +21,9 @@ interface Held {
   count: number;
 }
 
+/** Entries of `held` at most. */
+const MAX_HELD = 10_000;
+
 /** Per isolate: one entry per event, keyId and policy with a line logged in the current second. */
 const held = new Map<string, Held>();
 /** The second of the last sweep. */
@@ -65,6 +68,12 @@ export function logRejection(
     return;
   }
   if (h) flush(h);
+  else if (held.size >= MAX_HELD) {
+    // Bounded: a second with rejections of more keys than this (invented keys) logs what it held
+    // back early instead of growing the map (docs/design.md#isolate-maps).
+    for (const x of held.values()) flush(x);
+    held.clear();
+  }
   held.set(k, { event, keyId, policy: fields.policy, second, count: 0 });
   logEvent(event, fields);
 }

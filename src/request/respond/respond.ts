@@ -115,40 +115,47 @@ export async function pass(
   const tightest = mostRestrictive(d.outcomes, true) ?? d.outcomes[0];
   if (tightest) recordDecision(dataset, "passed", tightest.policy, facts, 0, tightest.remaining);
   const { after } = d;
+  const admittedAt = Date.now();
   try {
     await next();
   } catch (e) {
     after.release();
     throw e;
   }
-  // countStatus: the units of an answer a policy does not count are given back, once.
-  after.answered(c.res.status, c.error !== undefined);
+  // countStatus: the units of an answer a policy does not count are given back, once. A client
+  // that hung up first keeps them spent: its side effects (an SMS sent, an invoice made) may have
+  // happened, and hanging up must not make an endpoint free (docs/reference.md#22-policy-fields).
+  if (c.req.raw.signal.aborted) after.keep();
+  else after.answered(c.res.status, c.error !== undefined);
   // Settled cost: the real cost is read from the answer as it streams (src/request/admit/settle.ts).
   const settling = after.settle(c.res, logFields(facts));
   if (settling !== c.res) c.res = settling;
-  if (after.holdsSlots) holdWhileStreaming(c, d, config);
+  if (after.holdsSlots) holdWhileStreaming(c, d, config, admittedAt);
   writeRateHeaders(mutableHeaders(c), d.outcomes, true, d.now, config.headers);
 }
 
 /**
  * The slot is held until the last byte has gone out, or the client or origin gave up. A body that
- * streams for longer than a lease extends it, so the slot is not lost midway.
+ * streams for longer than a lease extends it, so the slot is not lost midway; but never beyond
+ * maxHold from admission: then the slot is released and the body streams on without it (a reader
+ * taking a byte a second must not starve everyone of a `global` or `ip` slot).
  */
-function holdWhileStreaming(c: Context, d: Admission, config: SluiceConfig): void {
+function holdWhileStreaming(c: Context, d: Admission, config: SluiceConfig, admittedAt: number): void {
   const res = c.res;
-  if (!res.body) {
+  const left = config.maxHoldMs - (Date.now() - admittedAt);
+  if (!res.body || left <= 0) {
     d.after.release();
     return;
   }
   const relay = new TransformStream();
   const extend = setInterval(() => d.after.extendLeases(), leaseMsOf(config) / 2);
-  waitUntil(
-    c,
-    res.body.pipeTo(relay.writable).finally(() => {
-      clearInterval(extend);
-      d.after.release();
-    }),
-  );
+  const done = () => {
+    clearInterval(extend);
+    clearTimeout(cap);
+    d.after.release();
+  };
+  const cap = setTimeout(done, left);
+  waitUntil(c, res.body.pipeTo(relay.writable).finally(done));
   c.res = new Response(relay.readable, res);
 }
 

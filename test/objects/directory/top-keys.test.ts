@@ -5,7 +5,7 @@ import { evictDurableObject, runDurableObjectAlarm, runInDurableObject } from "c
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { shardOf } from "../../../src/protocol.ts";
-import { sha256Hex } from "../../../src/request/identify/identity.ts";
+import { keyIdOf, sha256Hex } from "../../../src/request/identify/identity.ts";
 import { advance, send, setClock, unique } from "../../support/worker.ts";
 
 /** A whole hour since the epoch. */
@@ -181,7 +181,7 @@ describe("usage: hourly series", () => {
     const key = unique();
     const usage = async () =>
       (await (
-        await send(`/__sluice/keys/usage?key=${key}`, { headers: auth, config, bindings: admin })
+        await send(`/__sluice/keys/usage?keyId=${await keyIdOf(key)}`, { headers: auth, config, bindings: admin })
       ).json()) as Record<string, unknown>;
     // Four: a fifth would be refused from the isolate's cache and counted with the next call.
     for (let i = 0; i < 4; i++) await hit(key);

@@ -14,7 +14,7 @@ import { admit } from "../../../src/request/admit/admit.ts";
 import type { Isolate } from "../../../src/request/admit/calls.ts";
 import { resolveIdentity } from "../../../src/request/identify/identity.ts";
 import { bucketsFor } from "../../../src/request/match/buckets.ts";
-import { matcherFor } from "../../../src/request/match/matcher.ts";
+import { matcherFor, methodsOf } from "../../../src/request/match/matcher.ts";
 import { busiestWindow, type DatedUse, VirtualObject, virtualIsolate } from "../../support/virtual-objects.ts";
 
 const T0 = 1_800_000_000_000;
@@ -69,7 +69,7 @@ async function bucketsOf(w: World, key: string, headers: Record<string, string>)
   const req = new Request("https://api.example/v1/tasks", { headers: { "x-api-key": key, ...headers } });
   const url = new URL(req.url);
   const identity = await resolveIdentity(req, url, w.config.identity, w.config.ipv6Prefix);
-  const policies = matcherFor(w.config).match(req.method, url.pathname);
+  const policies = matcherFor(w.config).match(methodsOf(req), url.pathname);
   return bucketsFor(policies, identity, req, w.config.ipv6Prefix);
 }
 

@@ -93,7 +93,7 @@ describe("allowances: all or nothing across objects", () => {
     expect(await originLog(testId)).toHaveLength(100);
     // The token's usage counts every one: the 30 the workspace refused though its allowance had
     // admitted them, and its own 429.
-    const res = await send(`/__sluice/keys/usage?key=${encodeURIComponent(token)}`, {
+    const res = await send(`/__sluice/keys/usage?keyId=${await keyIdOf(token)}`, {
       headers: { authorization: `Bearer ${TOKEN}` },
       config,
       bindings: admin,
@@ -128,7 +128,7 @@ describe("allowances: admin changes and usage figures", () => {
     const key = unique("usage");
     expect(await statusesOf(40, "/", { "x-api-key": key }, config)).toEqual(Array(40).fill(200));
     expect(checks.mock.calls.length).toBeLessThan(40);
-    const res = await send(`/__sluice/keys/usage?key=${encodeURIComponent(key)}`, {
+    const res = await send(`/__sluice/keys/usage?keyId=${await keyIdOf(key)}`, {
       headers: auth,
       config,
       bindings: admin,

@@ -2,7 +2,7 @@ import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { SluiceLimiter } from "../../../src/objects/limiter/object.ts";
 import { BLOCK_CACHE_MAX_MS } from "../../../src/request/admit/blocked-cache.ts";
-import { sha256Hex } from "../../../src/request/identify/identity.ts";
+import { keyIdOf, sha256Hex } from "../../../src/request/identify/identity.ts";
 import { advance, ORIGIN, send, setClock, unique } from "../../support/worker.ts";
 
 const T0 = 1_800_000_000_000;
@@ -88,7 +88,7 @@ describe("the in-isolate blocked-until cache", () => {
     expect(put.status).toBe(200);
     expect((await send("/", { headers: h, config, bindings })).status).toBe(200);
     expect((await send("/", { headers: h, config, bindings })).status).toBe(429);
-    await send(`/__sluice/keys/counters?key=${key}`, {
+    await send(`/__sluice/keys/counters?keyId=${await keyIdOf(key)}`, {
       method: "DELETE",
       headers: { authorization: `Bearer ${TOKEN}` },
       config,
@@ -103,7 +103,7 @@ describe("the in-isolate blocked-until cache", () => {
     const config = { policies: [{ name: "p", limit: 1, window: "1m" }] };
     const bindings = { SLUICE_ADMIN_TOKEN: TOKEN };
     for (let i = 0; i < 31; i++) await send("/", { headers: { "x-api-key": key }, config, bindings });
-    const usage = await send(`/__sluice/keys/usage?key=${key}`, {
+    const usage = await send(`/__sluice/keys/usage?keyId=${await keyIdOf(key)}`, {
       headers: { authorization: `Bearer ${TOKEN}` },
       config,
       bindings,

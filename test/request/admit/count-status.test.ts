@@ -1,8 +1,10 @@
 // countStatus (docs/reference.md#2-configuration): units of answers a policy does not count are given back after the response,
 // through the worker with the real origin (/__status/<code> answers that code, /__slow/<ms> waits).
+
 import { describe, expect, it } from "vitest";
 import type { SluiceConfigInput } from "../../../src/config/config.ts";
 import { statusListed } from "../../../src/request/admit/count-status.ts";
+import { keyIdOf } from "../../../src/request/identify/identity.ts";
 import { advance, originLog, send, sendSettled, setClock, unique } from "../../support/worker.ts";
 
 const T0 = 1_800_000_000_000;
@@ -150,7 +152,7 @@ describe("countStatus through the worker", () => {
     // per-minute counted all three, the quota only the 200.
     expect(res.headers.get("RateLimit")).toBe('"per-minute";r=2;t=60');
     const h = { authorization: "Bearer cs-admin-token-0123456789" };
-    const usage = await sendSettled(`/__sluice/keys/usage?key=${key}`, {
+    const usage = await sendSettled(`/__sluice/keys/usage?keyId=${await keyIdOf(key)}`, {
       headers: h,
       config,
       bindings: { SLUICE_ADMIN_TOKEN: "cs-admin-token-0123456789" },

@@ -3,7 +3,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseConfig, type SluiceConfigInput } from "../../../src/config/config.ts";
 import { SluiceLimiter } from "../../../src/objects/limiter/object.ts";
 import type { PolicyItem } from "../../../src/protocol.ts";
-import { resolveIdentity, sha256Hex } from "../../../src/request/identify/identity.ts";
+import { keyIdOf, resolveIdentity, sha256Hex } from "../../../src/request/identify/identity.ts";
 import { addressBucket } from "../../../src/request/identify/ip.ts";
 import { bucketsFor } from "../../../src/request/match/buckets.ts";
 import { advance, originLog, PUBLIC, send, sendSettled, setClock, unique } from "../../support/worker.ts";
@@ -285,7 +285,7 @@ describe("all or nothing across objects", () => {
     expect((await call(a)).status).toBe(429); // decided by both objects; a's object is told (undo)
     advance(100);
     expect((await call(a)).status).toBe(429); // answered from the workspace's cached rejection
-    const usage = await send(`/__sluice/keys/usage?key=${encodeURIComponent(a)}`, {
+    const usage = await send(`/__sluice/keys/usage?keyId=${await keyIdOf(a)}`, {
       headers: { authorization: `Bearer ${ADMIN}` },
       config,
       bindings,
