@@ -56,7 +56,7 @@ test("every docs/examples/*.toml passes check-config, with the policies its prov
     "facturapi.toml": "detail-reads, list-reads, creation, writes, heavy-writes, per-address",
     "lexoffice.toml": "per-second, per-address",
     "smenso.toml": "per-token, per-workspace, per-address",
-    "llm-tokens.toml": "tokens-per-minute, tokens-per-month, parallel",
+    "llm-tokens.toml": "tokens-per-minute, tokens-per-month, parallel, per-address",
     "tiered.toml": "per-minute, monthly, per-address",
     "visma.toml": "4-fixed-window, 6-fixed-window, per-address",
   };
