@@ -7,12 +7,11 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { freePort } from "../../bench/workerd.mjs";
-import { startWranglerDev, stopWranglerDev } from "./support/wrangler-dev.mjs";
+import { okOrigin, startWranglerDev, stopWranglerDev } from "./support/wrangler-dev.mjs";
 
 const root = join(import.meta.dirname, "../..");
 const TOKEN = "figures-admin-token-0123456789abcdef";
@@ -30,19 +29,14 @@ const config = JSON.stringify({
 });
 
 before(async () => {
-  origin = createServer((req, res) => {
-    req.resume();
-    req.on("end", () => res.end("ok"));
-  });
-  await new Promise((r) => origin.listen(0, "127.0.0.1", r));
-  originUrl = `http://127.0.0.1:${origin.address().port}`;
+  origin = await okOrigin();
+  originUrl = origin.url;
   port = await freePort();
 });
 
 after(async () => {
   if (dev) await stopWranglerDev(dev, "SIGKILL", port);
-  origin?.closeAllConnections();
-  await new Promise((r) => origin?.close(r));
+  await origin?.close();
   for (const s of states) rmSync(s, { recursive: true, force: true });
   rmSync(join(root, "test/fixtures/figures/.wrangler"), { recursive: true, force: true });
 });

@@ -11,13 +11,12 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { unstable_readConfig } from "wrangler";
 import { freePort } from "../../bench/workerd.mjs";
-import { startWranglerDev, stopWranglerDev } from "./support/wrangler-dev.mjs";
+import { okOrigin, startWranglerDev, stopWranglerDev } from "./support/wrangler-dev.mjs";
 
 const root = join(import.meta.dirname, "../..");
 const state = mkdtempSync(join(tmpdir(), "sluice-observability-"));
@@ -29,19 +28,14 @@ let dev;
 let output = () => "";
 
 before(async () => {
-  origin = createServer((req, res) => {
-    req.resume();
-    req.on("end", () => res.end("ok"));
-  });
-  await new Promise((r) => origin.listen(0, "127.0.0.1", r));
-  originUrl = `http://127.0.0.1:${origin.address().port}`;
+  origin = await okOrigin();
+  originUrl = origin.url;
   port = await freePort();
 });
 
 after(async () => {
   if (dev) await stop(dev, "SIGKILL");
-  origin?.closeAllConnections();
-  await new Promise((r) => origin?.close(r));
+  await origin?.close();
   rmSync(state, { recursive: true, force: true });
 });
 

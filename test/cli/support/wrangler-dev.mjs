@@ -2,6 +2,7 @@
 // it and its workerd at once, cleanly or with kill -9), its output drained into memory (a pipe
 // nobody reads stalls the child at 64 KB), and waited for until it answers.
 import { spawn } from "node:child_process";
+import { createServer } from "node:http";
 import { join } from "node:path";
 
 const root = join(import.meta.dirname, "../../..");
@@ -62,4 +63,23 @@ export async function stopWranglerDev(child, signal, port) {
     }
   }
   return at;
+}
+
+/**
+ * An origin on 127.0.0.1 that reads every request body and answers "ok": what the wrangler dev
+ * tests put behind Sluice. Returns its URL and a close() that drops open connections first.
+ */
+export async function okOrigin() {
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => res.end("ok"));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
 }
