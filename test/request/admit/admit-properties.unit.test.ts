@@ -10,8 +10,8 @@
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseConfig, type SluiceConfig, type SluiceConfigInput } from "../../../src/config/config.ts";
-import { admit } from "../../../src/request/admit/admit.ts";
 import type { LimiterRpc } from "../../../src/protocol.ts";
+import { admit } from "../../../src/request/admit/admit.ts";
 import type { Isolate } from "../../../src/request/admit/calls.ts";
 import { resolveIdentity } from "../../../src/request/identify/identity.ts";
 import { bucketsFor } from "../../../src/request/match/buckets.ts";
@@ -19,6 +19,12 @@ import { matcherFor, methodsOf } from "../../../src/request/match/matcher.ts";
 import { busiestWindow, type DatedUse, VirtualObject, virtualIsolate } from "../../support/virtual-objects.ts";
 
 const T0 = 1_800_000_000_000;
+
+/** Runs per property: `SLUICE_PROPERTY_RUNS` when set (docs/reliability.md, section 9b), else `fallback`. */
+function propertyRuns(fallback: number): number {
+  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
+  return Number(env?.SLUICE_PROPERTY_RUNS ?? fallback);
+}
 
 interface Sent {
   t: number;
@@ -96,7 +102,7 @@ async function send(w: World, latencyOf: (name: string) => () => number, s: Sent
       undo: (...a) => o.undo(...a),
       reportUses: (...a) => o.reportUses(...a),
       settle: (...a) => o.settle(...a),
-      countRejections: (...a) => o.countRejections(...a),
+      countRejections: (n) => o.countRejections(n),
       release: (...a) => o.release(...a),
       extendLease: (...a) => o.extendLease(...a),
     };
@@ -287,7 +293,7 @@ describe("property: the real admit() against objects in virtual time", () => {
         },
       ),
       {
-        numRuns: Number(process.env.SLUICE_PROPERTY_RUNS ?? 100),
+        numRuns: propertyRuns(100),
         examples: [
           // CI found it (seed -475882597): the workspace object booked a request at +988 ms, the
           // new key's object answered at +1000, and five more passed at +1009. Counted at +988,
