@@ -29,6 +29,7 @@ export class VirtualObject implements LimiterRpc {
   /** What reached "disk": counter rows as the ledger wrote them, and overrides. */
   private readonly disk = new Map<string, string>();
   private readonly overrides = new Map<string, Override>();
+  private plan: string | null = null;
   private lastNow = 0;
   /** One-way latency of each call, ms. */
   latency: () => number = () => 1;
@@ -69,12 +70,32 @@ export class VirtualObject implements LimiterRpc {
     this.ledger = new Ledger();
     for (const [policy, data] of this.disk) this.ledger.loadRow(policy, data);
     for (const [policy, o] of this.overrides) this.ledger.setOverride(policy, o);
+    if (this.plan !== null) this.ledger.setPlan(this.plan);
     this.core = new LimiterCore(this.ledger);
   }
+
+  // ---- the admin path (src/objects/limiter/object.ts), applied the instant the call arrives
 
   setOverride(policy: string, o: Override): void {
     this.overrides.set(policy, o);
     this.ledger.setOverride(policy, o);
+  }
+
+  deleteOverride(policy: string): void {
+    this.overrides.delete(policy);
+    this.ledger.deleteOverride(policy);
+  }
+
+  /** Puts the key on a plan (null: back to the default plan); written at once, as the object does. */
+  setPlan(name: string | null): void {
+    this.plan = name;
+    this.ledger.setPlan(name);
+  }
+
+  /** Empties every counter; the allowances already granted stay counted (Ledger.resetCounters). */
+  resetCounters(): void {
+    this.ledger.resetCounters(this.now());
+    if (this.ledger.mustWrite()) this.flush();
   }
 
   decide(items: PolicyItem[], opts: DecideOptions = {}): Promise<DecideResult> {
