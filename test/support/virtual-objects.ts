@@ -30,6 +30,8 @@ export class VirtualObject implements LimiterRpc {
   private readonly disk = new Map<string, string>();
   private readonly overrides = new Map<string, Override>();
   private plan: string | null = null;
+  /** The last counter reset, as the object writes it (storage.ts writeLastReset). */
+  private resetAt: number | null = null;
   private lastNow = 0;
   /** One-way latency of each call, ms. */
   latency: () => number = () => 1;
@@ -71,6 +73,7 @@ export class VirtualObject implements LimiterRpc {
     for (const [policy, data] of this.disk) this.ledger.loadRow(policy, data);
     for (const [policy, o] of this.overrides) this.ledger.setOverride(policy, o);
     if (this.plan !== null) this.ledger.setPlan(this.plan);
+    if (this.resetAt !== null) this.ledger.loadLastReset(this.resetAt);
     this.core = new LimiterCore(this.ledger);
   }
 
@@ -94,7 +97,9 @@ export class VirtualObject implements LimiterRpc {
 
   /** Empties every counter; the allowances already granted stay counted (Ledger.resetCounters). */
   resetCounters(): void {
-    this.ledger.resetCounters(this.now());
+    const now = this.now();
+    this.ledger.resetCounters(now);
+    this.resetAt = now;
     if (this.ledger.mustWrite()) this.flush();
   }
 

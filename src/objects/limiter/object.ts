@@ -166,7 +166,10 @@ export class SluiceLimiter extends DurableObject implements LimiterRpc {
 
   /** Empties every counter of this object (rates and slots); overrides and usage stay. */
   async resetCounters(): Promise<void> {
-    this.ledger.resetCounters(this.now());
+    const now = this.now();
+    this.ledger.resetCounters(now);
+    // Before the answer: an undo or give-back of a request booked before the reset must find it after a restart too.
+    this.storage.writeLastReset(now);
     this.persist();
   }
 

@@ -20,6 +20,8 @@ import type { Ledger, Writes } from "./ledger/ledger.ts";
  * TABLE IF NOT EXISTS, listed in ADDITIVE) is made sure of at every start and writes no version
  * row: running it again changes nothing, and a version row would cost every new object billed
  * rows. A later version that changes data adds its step to MIGRATIONS and writes its number.
+ * The `meta` table also holds `reset_at`, the instant of the last counter reset (written by
+ * writeLastReset, only when there was one; docs/algorithms.md#counter-resets).
  */
 export const SCHEMA_VERSION = 3;
 
@@ -112,6 +114,17 @@ export class LimiterStorage implements AlertStore {
       ledger.setOverride(r.policy, o);
     }
     for (const r of this.read<{ name: string }>(`SELECT name FROM plan`)) ledger.setPlan(r.name);
+    for (const r of this.read<{ value: number }>(`SELECT value FROM meta WHERE key = 'reset_at'`)) {
+      ledger.loadLastReset(r.value);
+    }
+  }
+
+  /** When the counters were last reset (object clock): a row of the `meta` table, written at the reset. */
+  writeLastReset(at: number): void {
+    this.write(
+      `INSERT INTO meta (key, value) VALUES ('reset_at', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
+      at,
+    );
   }
 
   writeOverride(policy: string, override: Override): void {

@@ -153,3 +153,29 @@ describe("SluiceLimiter Durable Object", () => {
     expect((await tight.decide(small, { holder: "a", allowanceRate: 0 })).grant).toBeNull();
   });
 });
+
+describe("a counter reset forgives what was booked before it", () => {
+  for (const algorithm of ["sliding-window", "fixed-window", "token-bucket"] as const) {
+    it(`${algorithm}: an undo, a countStatus give-back or a settle of a request booked before the reset, arriving after it (and after a restart), gives the key no extra room`, async () => {
+      setClock(T0);
+      const stub = stubFor();
+      const item = [rate("p", 3, 60_000, { algorithm })];
+      const booked = await Promise.all([stub.decide(item), stub.decide(item), stub.decide(item)]);
+      expect(booked.every((r) => r.allowed)).toBe(true);
+      advance(100);
+      await stub.resetCounters();
+      // The reset is on disk before its answer: a restart now keeps it.
+      await evictDurableObject(stub);
+      advance(100);
+      // Two requests after the reset: 1 of 3 left.
+      expect((await stub.decide(item)).allowed).toBe(true);
+      expect((await stub.decide(item)).allowed).toBe(true);
+      const [first, second, third] = booked.map((r) => r.receipt as NonNullable<typeof r.receipt>);
+      await stub.undo(item, first as NonNullable<typeof first>); // another object refused the request
+      await stub.undo(item, second as NonNullable<typeof second>, true); // a countStatus give-back
+      await stub.settle(item, third as NonNullable<typeof third>, { p: 0 }); // the answer cost nothing
+      const after = await Promise.all(Array.from({ length: 3 }, () => stub.decide(item)));
+      expect(after.map((r) => r.allowed)).toEqual([true, false, false]);
+    });
+  }
+});

@@ -59,6 +59,8 @@ export class Ledger {
   private readonly leases = this.rows.leases;
   /** Until then (object clock) a booking of a request that spans objects may still be undone. */
   private refundableUntil = 0;
+  /** The object's clock at the last counter reset (see lastReset()). */
+  private resetAt = Number.NEGATIVE_INFINITY;
 
   // ---- loading
 
@@ -155,7 +157,7 @@ export class Ledger {
     for (const b of receipt.bookings) {
       const item = items.find((i) => i.policy === b.policy);
       const state = this.counters.state(b.policy);
-      if (!item || !state) continue;
+      if (!item || !state || b.at <= this.resetAt) continue;
       refund(state, this.terms.params(item, now), b.at, b.cost);
       this.rows.changed(b.policy);
     }
@@ -171,7 +173,7 @@ export class Ledger {
     for (const b of receipt.bookings) {
       const item = items.find((i) => i.policy === b.policy);
       const to = real[b.policy];
-      if (!item || to === undefined) continue;
+      if (!item || to === undefined || b.at <= this.resetAt) continue;
       const added = this.counters.rebook(b.policy, item.algorithm, this.terms.params(item, now), b.at, b.cost, to, now);
       if (added !== 0) this.rows.changed(b.policy, added > 0);
     }
@@ -269,6 +271,21 @@ export class Ledger {
    */
   resetCounters(now: number): void {
     this.rows.reset(now);
+    this.resetAt = now;
+  }
+
+  /**
+   * The object's clock at the last counter reset (stored by the object, docs/algorithms.md "Counter
+   * resets"): a booking made until then is forgiven, so an undo, give-back or settle of it arriving
+   * later changes nothing (the reset already took its units away; giving them back again would hand
+   * the key room it never had).
+   */
+  lastReset(): number | null {
+    return Number.isFinite(this.resetAt) ? this.resetAt : null;
+  }
+
+  loadLastReset(at: number): void {
+    this.resetAt = Math.max(this.resetAt, at);
   }
 
   // ---- usage figures (usage.ts)
