@@ -202,7 +202,7 @@ export interface RecentAlert {
   attempts: number;
 }
 
-/** One configured alert, as the per-key object evaluates it (docs/reference.md#16-alerts). */
+/** One configured alert, as the per-key object evaluates it (docs/reference.md#12-alerts). */
 export interface AlertRule {
   name: string;
   when: "rejected" | "quota";

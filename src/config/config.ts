@@ -93,7 +93,7 @@ export interface SluiceConfig {
   defaultPlan: string | undefined;
   /** GET {adminPath}/me answers callers with their own standing, without the admin token. */
   selfView: boolean;
-  /** Webhooks sent by a key's object when the key crosses a line (docs/reference.md#16-alerts). */
+  /** Webhooks sent by a key's object when the key crosses a line (docs/reference.md#12-alerts). */
   alerts: AlertRule[];
 }
 

@@ -1,4 +1,4 @@
-// The `alerts` table of SLUICE_CONFIG (docs/reference.md#16-alerts): each bad field is named.
+// The `alerts` table of SLUICE_CONFIG (docs/reference.md#12-alerts): each bad field is named.
 import { describe, expect, it } from "vitest";
 import { ConfigError, parseConfig } from "../../src/config/config.ts";
 

@@ -1,5 +1,5 @@
 /**
- * Alerts of one key (docs/reference.md#16-alerts), evaluated by the key's object as it counts: no call
+ * Alerts of one key (docs/reference.md#12-alerts), evaluated by the key's object as it counts: no call
  * of their own, nothing on the allowed path but arithmetic. A crossing writes two rows (the
  * pending delivery, and until when the alert stays quiet); deliveries are retried from the
  * object's alarm (src/objects/limiter/object.ts) with backoff for RETRY_FOR_MS, so a restart
@@ -141,7 +141,7 @@ export class KeyAlerts {
   }
 }
 
-/** `Sluice-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (docs/reference.md#16-alerts). */
+/** `Sluice-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">` (docs/reference.md#12-alerts). */
 export async function signature(secret: string, body: string, unixSeconds: number): Promise<string> {
   const key = await crypto.subtle.importKey(
     "raw",

@@ -2,7 +2,7 @@
  * Finding a number at a dot path (`usage.total_tokens`) in a response body as it streams past,
  * never holding the body (docs/algorithms.md#settled-cost): a JSON body is scanned character by
  * character, a `text/event-stream` body event by event. Memory per request is bounded whatever
- * the body's size, as stated in docs/reference.md#settled-cost:
+ * the body's size, as stated in docs/reference.md#13-settled-cost:
  * - JSON: the path of the value being read (at most MAX_DEPTH levels, each key kept up to
  *   MAX_KEY characters) and one number's characters (up to MAX_NUMBER); nothing else is kept.
  * - event stream: one event's data (up to MAX_EVENT bytes); a longer event is skipped.

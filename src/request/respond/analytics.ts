@@ -1,6 +1,6 @@
 /**
  * One Workers Analytics Engine data point per decision, when the dataset is bound
- * (docs/reference.md#13-logs-and-analytics): index = keyId (never the raw key), blobs = decision,
+ * (docs/reference.md#16-logs-and-analytics): index = keyId (never the raw key), blobs = decision,
  * policy, method, path, identity source; doubles = 1 (a count), Retry-After in seconds (0 unless
  * rejected), remaining of the most restrictive policy (-1 when unknown).
  */

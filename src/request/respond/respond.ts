@@ -2,7 +2,7 @@
  * The last step of a request: what the caller gets once admit() has decided. A store failure
  * (closed: 503; open: the request goes on), a 429, or the request let on to the origin with the
  * rate-limit headers added, its concurrency slots held until the body has been sent. Every
- * decision is logged as docs/reference.md#13-logs-and-analytics says.
+ * decision is logged as docs/reference.md#16-logs-and-analytics says.
  */
 import type { Context } from "hono";
 import type { SluiceConfig } from "../../config/config.ts";

@@ -1,5 +1,5 @@
 /**
- * Alerts (docs/reference.md#16-alerts) through the worker and the real per-key object, delivered to a
+ * Alerts (docs/reference.md#12-alerts) through the worker and the real per-key object, delivered to a
  * receiver on the Node origin (test/support/origin-server.ts, /__hook/<id>) that answers each id's
  * first delivery with 500.
  */
