@@ -11,6 +11,8 @@ import { Ledger } from "../../src/objects/limiter/ledger/ledger.ts";
 import type {
   DecideOptions,
   DecideResult,
+  Grant,
+  LimiterObjects,
   LimiterRpc,
   Override,
   PolicyItem,
@@ -22,6 +24,15 @@ import { BlockedCache } from "../../src/request/admit/blocked-cache.ts";
 import type { Isolate } from "../../src/request/admit/calls.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * One trip of `ms`: a timer, or none at all for 0 ms (a promise turn), so that a latency of 0
+ * takes no virtual time (fake timers run a 0 ms timer set while they advance 1 ms later).
+ */
+export async function travel(ms: number): Promise<void> {
+  if (ms > 0) await sleep(ms);
+  else await Promise.resolve();
+}
 
 export class VirtualObject implements LimiterRpc {
   private ledger = new Ledger();
@@ -39,7 +50,20 @@ export class VirtualObject implements LimiterRpc {
   slowAnswer = 0;
   /** Every use report is delivered twice (a repeated call): the object must apply it once. */
   duplicateReports = false;
+  /**
+   * Writes behind as src/objects/limiter/object.ts does when set (to its FLUSH_MS): a change the
+   * ledger need not write before the answer is written at once by an object that has not written
+   * for that long, else by a timer that long after its last write. Unset: only what must be
+   * written before the answer, and flush(), reach the disk (a restart then loses more, which the
+   * ledger's rules make only stricter).
+   */
+  writeBehindMs: number | undefined = undefined;
+  private lastFlushAt = Number.NEGATIVE_INFINITY;
+  private flushScheduled = false;
+  /** Every RPC that reached the object. */
   calls = 0;
+  /** Every allowance this object granted, in order. */
+  readonly grants: Grant[] = [];
 
   private now(): number {
     this.lastNow = Math.max(this.lastNow, Date.now());
@@ -50,21 +74,49 @@ export class VirtualObject implements LimiterRpc {
   private async rpc<T>(args: unknown[], run: (now: number, args: unknown[]) => T): Promise<T> {
     const copied = structuredClone(args);
     this.calls++;
-    await sleep(this.latency());
+    await travel(this.latency());
     const result = structuredClone(run(this.now(), copied));
-    // Written before the answer when the ledger says it must be (production's output gate), else
-    // left unwritten: a restart then loses it, which the ledger's rules make only stricter.
-    if (this.ledger.mustWrite()) this.flush();
-    await sleep(this.latency() + this.slowAnswer);
+    // Written before the answer when the ledger says it must be (production's output gate).
+    this.persist();
+    await travel(this.latency() + this.slowAnswer);
     return result;
+  }
+
+  /** What SluiceLimiter.persist does after each call (see writeBehindMs). */
+  private persist(): void {
+    if (this.ledger.mustWrite()) {
+      this.flush();
+      return;
+    }
+    const behind = this.writeBehindMs;
+    if (behind === undefined || this.flushScheduled || !this.ledger.hasChanges()) return;
+    if (Date.now() - this.lastFlushAt >= behind) {
+      this.flush();
+      return;
+    }
+    // The object's alarm: stored, so it fires after a restart too, and flushes what is loaded then.
+    this.flushScheduled = true;
+    setTimeout(
+      () => {
+        this.flushScheduled = false;
+        this.flush();
+      },
+      this.lastFlushAt + behind - Date.now(),
+    );
   }
 
   /** Writes everything changed (production does this within FLUSH_MS). */
   flush(): void {
+    this.lastFlushAt = Date.now();
     for (const [policy, data] of this.ledger.takeWrites(this.now()).counters) {
       if (data === null) this.disk.delete(policy);
       else this.disk.set(policy, data);
     }
+  }
+
+  /** The row of `policy` as last written (undefined: none on disk). */
+  written(policy: string): string | undefined {
+    return this.disk.get(policy);
   }
 
   /** A restart: memory is gone; the object reloads what was written. */
@@ -100,7 +152,7 @@ export class VirtualObject implements LimiterRpc {
     const now = this.now();
     this.ledger.resetCounters(now);
     this.resetAt = now;
-    if (this.ledger.mustWrite()) this.flush();
+    this.persist();
   }
 
   decide(items: PolicyItem[], opts: DecideOptions = {}): Promise<DecideResult> {
@@ -108,6 +160,7 @@ export class VirtualObject implements LimiterRpc {
       const r = this.core.decide(i as PolicyItem[], o as DecideOptions, now);
       const reports = (o as DecideOptions).reports;
       if (this.duplicateReports && reports) this.core.reportUses(reports, 0, now);
+      if (r.grant) this.grants.push(r.grant);
       return r;
     });
   }
@@ -142,6 +195,9 @@ export class VirtualObject implements LimiterRpc {
 export interface DatedUse {
   dated: number;
   real: number;
+  /** The allowance's grant: the object's clock when it granted, and how long it lasts from there. */
+  grantAt: number;
+  durationMs: number;
 }
 
 /**
@@ -157,7 +213,7 @@ export function virtualIsolate(skew: number, uses: DatedUse[]): Isolate {
     // As the report will say it: the offset the table recorded for this use.
     const a = local.allowance;
     const offset = (a.uses.at(-1) as [number, number])[0];
-    uses.push({ dated: a.grant.at + offset, real: Date.now() });
+    uses.push({ dated: a.grant.at + offset, real: Date.now(), grantAt: a.grant.at, durationMs: a.grant.durationMs });
   };
   return { allowances, blocked: new BlockedCache(), now: () => Date.now() + skew };
 }
@@ -174,4 +230,53 @@ export function busiestWindow(admitted: readonly { t: number; cost: number }[], 
     best = Math.max(best, sum);
   }
   return best;
+}
+
+/** The objects of one request as admit() reaches them, and the instants they decided it. */
+export interface RequestObjects {
+  objects: LimiterObjects;
+  /**
+   * Per bucket (object name): the object's clock of the last allowed decision it answered for
+   * this request, the instant its policies counted the request (docs/algorithms.md, "When a
+   * request counts"). A bucket admitted from an allowance has none: its use counts when the
+   * request passes.
+   */
+  bookedAt: Map<string, number>;
+  /** Per bucket: the object's clock of the last decision it answered, allowed or refused. */
+  decidedAt: Map<string, number>;
+}
+
+/**
+ * Wraps the objects of one request (`objectOf` gives each by name: a VirtualObject, or a link to
+ * one) to record when each decided it. Renewals (decide: false) decide nothing and are not recorded.
+ */
+export function requestObjects(objectOf: (name: string) => LimiterRpc): RequestObjects {
+  const bookedAt = new Map<string, number>();
+  const decidedAt = new Map<string, number>();
+  const objects = (name: string): LimiterRpc => {
+    const o = objectOf(name);
+    return {
+      decide: async (items, opts) => {
+        const r = await o.decide(items, opts);
+        if (opts?.decide !== false) {
+          decidedAt.set(name, r.now);
+          if (r.allowed) bookedAt.set(name, r.now);
+        }
+        return r;
+      },
+      undo: (...a) => o.undo(...a),
+      reportUses: (...a) => o.reportUses(...a),
+      settle: (...a) => o.settle(...a),
+      countRejections: (...a) => o.countRejections(...a),
+      release: (...a) => o.release(...a),
+      extendLease: (...a) => o.extendLease(...a),
+    };
+  };
+  return { objects, bookedAt, decidedAt };
+}
+
+/** Runs per property: `SLUICE_PROPERTY_RUNS` when set (docs/reliability.md, section 9b), else `fallback`. */
+export function propertyRuns(fallback: number): number {
+  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
+  return Number(env?.SLUICE_PROPERTY_RUNS ?? fallback);
 }

@@ -25,23 +25,24 @@ import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { periodEnd, periodStart } from "../../../src/algorithms/calendar.ts";
 import { parseConfig, type SluiceConfig, type SluiceConfigInput } from "../../../src/config/config.ts";
-import type { LimiterRpc, Override } from "../../../src/protocol.ts";
+import type { Override } from "../../../src/protocol.ts";
 import { admit } from "../../../src/request/admit/admit.ts";
 import type { Isolate } from "../../../src/request/admit/calls.ts";
 import { resolveIdentity } from "../../../src/request/identify/identity.ts";
 import { type Bucket, bucketsFor } from "../../../src/request/match/buckets.ts";
 import { matcherFor, methodsOf } from "../../../src/request/match/matcher.ts";
-import { type DatedUse, VirtualObject, virtualIsolate } from "../../support/virtual-objects.ts";
+import {
+  type DatedUse,
+  propertyRuns,
+  requestObjects,
+  VirtualObject,
+  virtualIsolate,
+} from "../../support/virtual-objects.ts";
 
 /** 750 ms before a UTC midnight: the quota's day ends in the middle of every run. */
 const T0 = Date.UTC(2027, 0, 5) - 750;
 /** Requests and admin calls fall within this many ms: dense enough that limits are reached around each change. */
 const SPAN = 1500;
-
-function propertyRuns(fallback: number): number {
-  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
-  return Number(env?.SLUICE_PROPERTY_RUNS ?? fallback);
-}
 
 type AdminOp =
   | { op: "override"; limit?: number | undefined; window?: 1000 | 2000 | 500 | undefined }
@@ -247,23 +248,7 @@ async function runCase(s: Case): Promise<void> {
   const pending: Promise<void>[] = [];
 
   const send = async (x: Case["sent"][number]) => {
-    const bookedAt = new Map<string, number>();
-    const stubs = (name: string): LimiterRpc => {
-      const o = objectOf(name);
-      return {
-        decide: async (items, opts) => {
-          const r = await o.decide(items, opts);
-          if (r.allowed) bookedAt.set(name, r.now);
-          return r;
-        },
-        undo: (...a) => o.undo(...a),
-        reportUses: (...a) => o.reportUses(...a),
-        settle: (...a) => o.settle(...a),
-        countRejections: (n) => o.countRejections(n),
-        release: (...a) => o.release(...a),
-        extendLease: (...a) => o.extendLease(...a),
-      };
-    };
+    const { objects: stubs, bookedAt } = requestObjects(objectOf);
     const bs = buckets[x.key];
     const d = await admit({
       buckets: bs,

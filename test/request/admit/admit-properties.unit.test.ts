@@ -10,21 +10,21 @@
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseConfig, type SluiceConfig, type SluiceConfigInput } from "../../../src/config/config.ts";
-import type { LimiterRpc } from "../../../src/protocol.ts";
 import { admit } from "../../../src/request/admit/admit.ts";
 import type { Isolate } from "../../../src/request/admit/calls.ts";
 import { resolveIdentity } from "../../../src/request/identify/identity.ts";
 import { bucketsFor } from "../../../src/request/match/buckets.ts";
 import { matcherFor, methodsOf } from "../../../src/request/match/matcher.ts";
-import { busiestWindow, type DatedUse, VirtualObject, virtualIsolate } from "../../support/virtual-objects.ts";
+import {
+  busiestWindow,
+  type DatedUse,
+  propertyRuns,
+  requestObjects,
+  VirtualObject,
+  virtualIsolate,
+} from "../../support/virtual-objects.ts";
 
 const T0 = 1_800_000_000_000;
-
-/** Runs per property: `SLUICE_PROPERTY_RUNS` when set (docs/reliability.md, section 9b), else `fallback`. */
-function propertyRuns(fallback: number): number {
-  const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
-  return Number(env?.SLUICE_PROPERTY_RUNS ?? fallback);
-}
 
 interface Sent {
   t: number;
@@ -90,23 +90,7 @@ type Buckets = Awaited<ReturnType<typeof bucketsOf>>;
 /** One request through the real admit step, on isolate `s.isolate`. */
 async function send(w: World, latencyOf: (name: string) => () => number, s: Sent, buckets: Buckets) {
   // The object's clock of the last booking each bucket's object answered for this request.
-  const bookedAt = new Map<string, number>();
-  const objects = (name: string): LimiterRpc => {
-    const o = objectOf(w, latencyOf, name);
-    return {
-      decide: async (items, opts) => {
-        const r = await o.decide(items, opts);
-        if (r.allowed) bookedAt.set(name, r.now);
-        return r;
-      },
-      undo: (...a) => o.undo(...a),
-      reportUses: (...a) => o.reportUses(...a),
-      settle: (...a) => o.settle(...a),
-      countRejections: (n) => o.countRejections(n),
-      release: (...a) => o.release(...a),
-      extendLease: (...a) => o.extendLease(...a),
-    };
-  };
+  const { objects, bookedAt } = requestObjects((name) => objectOf(w, latencyOf, name));
   const d = await admit({
     buckets,
     objects,

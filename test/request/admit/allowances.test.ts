@@ -2,8 +2,9 @@
  * Allowances through the worker and the real objects, one isolate (docs/algorithms.md,
  * "Allowances"): allowed requests need no object call, the decisions and headers stay the exact
  * log's, a request another object refuses gives its local unit back, admin changes made here
- * apply at once, and usage counts every request. The pure protocol against the exact model, with
- * several isolates, skew, deaths and restarts: test/request/admit/allowance-properties.test.ts.
+ * apply at once, and usage counts every request. The real admit() against the exact model in
+ * virtual time, with several isolates, skew, deaths and restarts:
+ * test/request/admit/allowance-real-path.unit.test.ts.
  */
 import { runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
