@@ -8,9 +8,13 @@ export const BLOCK_CACHE_MAX_MS = 1000;
 export const MAX_ENTRIES = 10_000;
 
 interface Entry {
-  /** Until this instant (limiter clock, ms) the object would reject the same request. */
+  /**
+   * Until this instant (this isolate's clock, ms) the object would reject the same request: the
+   * time the ask was sent plus the wait. The object decided later than that (in true time), so
+   * the cache never refuses after the object would admit, whatever the two clocks say.
+   */
   until: number;
-  /** When the object decided. */
+  /** When the answer arrived (this isolate's clock): Retry-After and Reset count down from it, never too short. */
   at: number;
   outcomes: Outcome[];
 }
@@ -100,8 +104,13 @@ export class BlockedCache {
     return u.count;
   }
 
-  /** Remembers an object's rejection when it is cacheable, or forgets the entry after a pass. */
-  record(key: string, result: DecideResult): void {
+  /**
+   * Remembers an object's rejection when it is cacheable, or forgets the entry after a pass.
+   * `sentAt` and `receivedAt` are this isolate's clock when the ask left and when its answer came:
+   * the entry is kept in this isolate's time, never in the object's (an isolate whose clock runs
+   * seconds behind the object's would otherwise serve the rejection for those seconds longer).
+   */
+  record(key: string, result: DecideResult, sentAt: number, receivedAt: number): void {
     if (result.allowed || !result.cacheable) {
       this.entries.delete(key);
       return;
@@ -123,8 +132,8 @@ export class BlockedCache {
     }
     this.entries.delete(key);
     this.entries.set(key, {
-      until: result.now + Math.min(wait, BLOCK_CACHE_MAX_MS),
-      at: result.now,
+      until: sentAt + Math.min(wait, BLOCK_CACHE_MAX_MS),
+      at: Math.max(sentAt, receivedAt),
       outcomes: result.outcomes,
     });
   }

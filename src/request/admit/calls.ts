@@ -108,7 +108,7 @@ export async function ask(
     );
     a.error = undefined;
     if (a.bucket.perKey) noteKnown(name);
-    iso.blocked.record(a.cacheKey, a.result);
+    iso.blocked.record(a.cacheKey, a.result, now, iso.now());
     if (a.result.grant) iso.allowances.install(a.cacheKey, name, a.result.grant, now, mark, iso.now());
   } catch (e) {
     a.error = e;
