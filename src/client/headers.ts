@@ -1,5 +1,5 @@
 /**
- * Reading the rate-limit headers of an answer (docs/reference.md section 14, "Pacing" and
+ * Reading the rate-limit headers of an answer (docs/reference.md#14-the-client, "Pacing" and
  * "Retries"): `Retry-After` in seconds or as an HTTP date; `X-RateLimit-Remaining` with
  * `X-RateLimit-Reset` as delta seconds or a Unix time; the IETF `RateLimit` and `RateLimit-Policy`
  * fields. Pure functions of the header values and the clock.
