@@ -15,101 +15,21 @@
  * @module
  */
 
-/** A function with the signature of `fetch`. */
-export type Fetch = (input: Request | string | URL, init?: RequestInit) => Promise<Response>;
+import { anySignal, sleepUnlessAborted, throwIfAborted } from "./abort.ts";
+import { Slots } from "./concurrency.ts";
+import { parseRetryAfter } from "./headers.ts";
+import { type Fetch, type RateLimitedFetchOptions, settingsOf } from "./options.ts";
+import { type OriginState, Pacer } from "./pacing.ts";
+import { backoffDelay, discard, isReplayableBody, isRetryable } from "./retry.ts";
 
-/** The options of {@link rateLimitedFetch}; every one is optional. */
-export interface RateLimitedFetchOptions {
-  /**
-   * Retries of one call at most, after its first attempt; then the last response is returned as
-   * it is (a 429 or a 503). `0` turns retrying off. Default `5`.
-   */
-  maxRetries?: number;
-  /**
-   * Requests in flight at most, over every origin this function talks to; the calls beyond it
-   * wait in a first-in, first-out queue. A call holds its place only while its request is in
-   * flight, not while it waits for a retry or for pacing. Default `Infinity` (no cap).
-   */
-  concurrency?: number;
-  /** The `fetch` that sends the requests: another client, or a fake in tests. Default the global `fetch`. */
-  fetch?: Fetch;
-  /**
-   * Aborts every call of this function: a call waiting (in the queue, for pacing, before a retry)
-   * rejects at once with the signal's reason and sends nothing more; a request in flight is
-   * aborted as `fetch` aborts it. A call's own `init.signal` (or its Request's signal) does the
-   * same for that call.
-   */
-  signal?: AbortSignal;
-  /** The first backoff step without `Retry-After`: retry `n` (from 0) waits a random time in `[0, min(maxDelayMs, baseDelayMs * 2^n))`. Default `1000`. */
-  baseDelayMs?: number;
-  /** The cap of one backoff wait without `Retry-After`. Default `30000` (30 s). */
-  maxDelayMs?: number;
-  /**
-   * The longest wait this function accepts from a server: a `Retry-After` longer than this is not
-   * waited for (the 429 or 503 is returned at once), and pacing does not hold a request longer
-   * than this (it is sent, and its 429 tells the caller how long). Default `300000` (5 min).
-   */
-  maxWaitMs?: number;
-  /** Pace by the rate-limit headers of the answers (see {@link rateLimitedFetch}). Default `true`. */
-  pace?: boolean;
-  /** The clock, in ms since the epoch (for tests). Default `Date.now`. */
-  now?: () => number;
-  /**
-   * Waits `ms` milliseconds; rejects with `signal.reason` as soon as `signal` aborts (for tests:
-   * a fake clock). Default a `setTimeout`.
-   */
-  sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
-  /** A random number in `[0, 1)`, for the jitter (for tests). Default `Math.random`. */
-  random?: () => number;
-}
+export { parseRetryAfter } from "./headers.ts";
+export type { Fetch, RateLimitedFetchOptions } from "./options.ts";
 
-/** Methods that may be repeated without changing the outcome: retried on 503 as well as on 429. */
-const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
-
-/** What this client knows of one origin's rate limit. */
-interface OriginState {
-  /**
-   * `"unknown"`: no answer yet, or the reset has passed: one request goes first (a probe) and the
-   * others wait for its answer. `"known"`: `remaining` and `resetAt` hold. `"none"`: the last
-   * answer carried no rate-limit headers, nothing to pace by.
-   */
-  kind: "unknown" | "known" | "none";
-  /** The last answer's figure less the requests sent since (and those still in flight). */
-  remaining: number;
-  /** When `remaining` goes up, ms since the epoch; `undefined` when the answer did not say. */
-  resetAt: number | undefined;
-  /** No request before this instant (a `Retry-After`), ms since the epoch. */
-  blockedUntil: number;
-  /** Requests in flight to this origin. */
-  inFlight: number;
-  /** A probe is in flight (state `"unknown"`). */
-  probing: boolean;
-  /** Sequence number of the request whose answer was applied last: older answers are stale. */
-  appliedSeq: number;
-  /** Sequence number of the last request sent. */
-  sentSeq: number;
-  /** Waiters to wake when the state changes (an answer, a failed request). */
-  wake: Set<() => void>;
-}
-
-/** The rate-limit figures one answer carries. */
-interface Answer {
-  remaining: number | undefined;
-  /** ms from now until remaining goes up. */
-  resetInMs: number | undefined;
-}
-
-const newOrigin = (): OriginState => ({
-  kind: "unknown",
-  remaining: 0,
-  resetAt: undefined,
-  blockedUntil: 0,
-  inFlight: 0,
-  probing: false,
-  appliedSeq: 0,
-  sentSeq: 0,
-  wake: new Set(),
-});
+// This file holds the function and the loop of one call's attempts; the parts it uses are in
+// src/client/: options.ts (the options and their defaults), pacing.ts (what the client knows of
+// each origin: pacing by the answers' headers, holds for a Retry-After), concurrency.ts (the cap on
+// requests in flight), headers.ts (reading the rate-limit headers), retry.ts (what is retried, and
+// the backoff without Retry-After) and abort.ts (signals and sleeps).
 
 /**
  * Returns a function with `fetch`'s signature that, for every call:
@@ -137,352 +57,89 @@ const newOrigin = (): OriginState => ({
  * Network errors are not retried: they reject as `fetch` rejects.
  */
 export function rateLimitedFetch(options: RateLimitedFetchOptions = {}): Fetch {
-  const maxRetries = options.maxRetries ?? 5;
-  const concurrency = options.concurrency ?? Number.POSITIVE_INFINITY;
-  const baseDelayMs = options.baseDelayMs ?? 1000;
-  const maxDelayMs = options.maxDelayMs ?? 30_000;
-  const maxWaitMs = options.maxWaitMs ?? 300_000;
-  const pace = options.pace ?? true;
-  const now = options.now ?? Date.now;
-  const sleep = options.sleep ?? defaultSleep;
-  const random = options.random ?? Math.random;
-  if (!(maxRetries >= 0)) throw new RangeError("maxRetries must be 0 or more");
-  if (!(concurrency >= 1)) throw new RangeError("concurrency must be 1 or more");
-
-  const origins = new Map<string, OriginState>();
-  const queue: (() => void)[] = [];
-  let running = 0;
-
-  /** Waits for a place among the `concurrency` requests in flight. */
-  async function acquire(signal: AbortSignal | undefined): Promise<void> {
-    throwIfAborted(signal);
-    if (running < concurrency && queue.length === 0) {
-      running++;
-      return;
-    }
-    await new Promise<void>((resolve, reject) => {
-      const enter = () => {
-        signal?.removeEventListener("abort", onAbort);
-        running++;
-        resolve();
-      };
-      const onAbort = () => {
-        const i = queue.indexOf(enter);
-        if (i >= 0) queue.splice(i, 1);
-        reject(signal?.reason);
-      };
-      queue.push(enter);
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
-  }
-
-  function release(): void {
-    running--;
-    while (running < concurrency && queue.length > 0) queue.shift()?.();
-  }
-
-  /**
-   * How long a request to this origin must wait before it may be sent: 0 when it may go now,
-   * `Infinity` when it waits for a probe's answer (woken by `wake`).
-   */
-  function holdFor(state: OriginState): number {
-    const t = now();
-    if (t < state.blockedUntil) return state.blockedUntil - t;
-    if (!pace) return 0;
-    if (state.kind === "known" && state.remaining <= 0) {
-      if (state.resetAt === undefined) return 0; // no reset to wait for: let the server say.
-      if (t < state.resetAt) return state.resetAt - t <= maxWaitMs ? state.resetAt - t : 0;
-      state.kind = "unknown"; // the reset has passed: how much is back? One request finds out.
-    }
-    if (state.kind === "unknown" && state.probing) return Number.POSITIVE_INFINITY;
-    return 0;
-  }
-
-  /** Waits until the origin lets a request go (or the signal aborts). */
-  async function waitForOrigin(state: OriginState, signal: AbortSignal | undefined): Promise<void> {
-    for (let ms = holdFor(state); ms > 0; ms = holdFor(state)) {
-      await waitOrWake(state, ms, signal);
-    }
-  }
-
-  /** Sleeps `ms` (Infinity: until woken), or less when the origin's state changes. */
-  async function waitOrWake(state: OriginState, ms: number, signal: AbortSignal | undefined): Promise<void> {
-    throwIfAborted(signal);
-    // Ends the sleep (and its timer) whichever way the wait ends: woken, slept out or aborted.
-    const timer = new AbortController();
-    const onAbort = () => timer.abort(signal?.reason);
-    signal?.addEventListener("abort", onAbort, { once: true });
-    let woken: (() => void) | undefined;
-    try {
-      await new Promise<void>((resolve, reject) => {
-        woken = resolve;
-        state.wake.add(resolve);
-        timer.signal.addEventListener("abort", () => reject(timer.signal.reason), { once: true });
-        if (Number.isFinite(ms)) sleep(ms, timer.signal).then(resolve, reject);
-      });
-    } finally {
-      if (woken) state.wake.delete(woken);
-      signal?.removeEventListener("abort", onAbort);
-      timer.abort();
-    }
-  }
-
-  function wakeAll(state: OriginState): void {
-    const waiters = [...state.wake];
-    state.wake.clear();
-    for (const w of waiters) w();
-  }
-
-  /** Applies one answer's rate-limit headers to its origin's state. */
-  function learn(state: OriginState, seq: number, headers: Headers, status: number): void {
-    const answer = readRateLimit(headers, now());
-    if (answer.remaining === undefined) {
-      // No figure: a 429 says nothing remains; any other answer leaves nothing to pace by.
-      if (status === 429 || seq < state.appliedSeq) return;
-      state.appliedSeq = seq;
-      if (state.kind !== "known") state.kind = "none";
-      return;
-    }
-    if (seq < state.appliedSeq) return; // a newer answer was applied: this one is stale.
-    state.appliedSeq = seq;
-    state.kind = "known";
-    // Requests still in flight may not have been counted in this figure: count them as spent.
-    state.remaining = answer.remaining - state.inFlight;
-    state.resetAt = answer.resetInMs === undefined ? undefined : now() + answer.resetInMs;
-  }
+  const settings = settingsOf(options);
+  const { now } = settings;
+  const pacer = new Pacer(settings);
+  const slots = new Slots(settings.concurrency);
 
   return async function limitedFetch(input: Request | string | URL, init?: RequestInit): Promise<Response> {
-    const request = typeof input === "string" || input instanceof URL ? undefined : input;
-    const callSignal = init?.signal ?? request?.signal ?? undefined;
-    const signal = anySignal(options.signal, callSignal);
-    const method = (init?.method ?? request?.method ?? "GET").toUpperCase();
-    // A body given in init replaces the Request's; a Request's own body is cloned for each attempt.
-    const replayable = init?.body !== undefined ? isReplayableBody(init.body) : true;
-    const originKey = originOf(request ? request.url : (input as string | URL));
-    let state = origins.get(originKey);
-    if (!state) {
-      state = newOrigin();
-      origins.set(originKey, state);
-    }
+    const call = callOf(input, init, options.signal, pacer);
     const send = options.fetch ?? globalThis.fetch;
-    const attemptInit: RequestInit | undefined = signal && signal !== callSignal ? { ...init, signal } : init;
 
     for (let attempt = 0; ; attempt++) {
-      throwIfAborted(signal);
-      // Wait for the origin (pacing, Retry-After), then for a place in flight; the origin may have
-      // changed meanwhile, so check it again once placed, and give the place back if it must wait.
-      for (;;) {
-        await waitForOrigin(state, signal);
-        await acquire(signal);
-        if (holdFor(state) <= 0) break;
-        release();
-      }
-      // Sent now, in the same turn as the check above: nothing else can take the last unit.
-      const seq = ++state.sentSeq;
-      const probe = state.kind === "unknown" && pace;
-      if (probe) state.probing = true;
-      if (state.kind === "known") state.remaining--;
-      state.inFlight++;
-      let res: Response | undefined;
-      try {
-        res = await send(request ? request.clone() : input, attemptInit);
-      } finally {
-        state.inFlight--;
-        release();
-        if (probe) state.probing = false;
-        if (res) learn(state, seq, res.headers, res.status);
-        wakeAll(state); // the waiters read the new state (or, after a failure, probe again)
-      }
-
-      const retryable = res.status === 429 || (res.status === 503 && IDEMPOTENT.has(method));
-      if (!retryable || attempt >= maxRetries || !replayable) return res;
+      throwIfAborted(call.signal);
+      const res = await sendWhenFree(call, send, pacer, slots);
+      if (!isRetryable(res.status, call.method) || attempt >= settings.maxRetries || !call.replayable) return res;
       const retryAfter = parseRetryAfter(res.headers.get("retry-after"), now());
-      if (retryAfter !== undefined && retryAfter > maxWaitMs) return res;
+      if (retryAfter !== undefined && retryAfter > settings.maxWaitMs) return res;
       await discard(res);
       if (retryAfter !== undefined) {
         // The server asked the whole origin to wait: the next attempt, and every other request to
-        // that origin, waits in waitForOrigin until then.
-        state.blockedUntil = Math.max(state.blockedUntil, now() + retryAfter);
+        // that origin, waits in Pacer.waitForOrigin until then.
+        pacer.block(call.state, now() + retryAfter);
       } else {
-        // Full jitter: anywhere in [0, min(cap, base * 2^attempt)).
-        const delay = random() * Math.min(maxDelayMs, baseDelayMs * 2 ** attempt);
-        const timer = new AbortController();
-        const onAbort = () => timer.abort(signal?.reason);
-        signal?.addEventListener("abort", onAbort, { once: true });
-        try {
-          throwIfAborted(signal);
-          await sleep(delay, timer.signal);
-        } finally {
-          signal?.removeEventListener("abort", onAbort);
-        }
+        const delay = backoffDelay(attempt, settings.baseDelayMs, settings.maxDelayMs, settings.random);
+        await sleepUnlessAborted(settings.sleep, delay, call.signal);
       }
     }
   };
 }
 
-/** `fetch`'s own semantics for a body: these can be read again for each attempt. */
-function isReplayableBody(body: RequestInit["body"] | undefined): boolean {
-  if (body === undefined || body === null || typeof body === "string") return true;
-  if (body instanceof ArrayBuffer || ArrayBuffer.isView(body)) return true;
-  if (typeof Blob !== "undefined" && body instanceof Blob) return true;
-  if (typeof URLSearchParams !== "undefined" && body instanceof URLSearchParams) return true;
-  if (typeof FormData !== "undefined" && body instanceof FormData) return true;
-  return false;
+/** One call of the function `rateLimitedFetch` returns, as each of its attempts needs it. */
+interface Call {
+  input: Request | string | URL;
+  /** `input` when it is a Request: cloned before each attempt. */
+  request: Request | undefined;
+  /** The `init` of each attempt: the call's, with the combined signal when there is one. */
+  init: RequestInit | undefined;
+  /** Aborts the call: `options.signal` and the call's own signal, combined. */
+  signal: AbortSignal | undefined;
+  method: string;
+  /** Its body can be sent again, so it may be retried. */
+  replayable: boolean;
+  /** Its origin's pacing state. */
+  state: OriginState;
 }
 
-/** The origin a request goes to (its key for pacing); relative URLs resolve against the page. */
-function originOf(url: string | URL): string {
+function callOf(
+  input: Request | string | URL,
+  init: RequestInit | undefined,
+  optionsSignal: AbortSignal | undefined,
+  pacer: Pacer,
+): Call {
+  const request = typeof input === "string" || input instanceof URL ? undefined : input;
+  const callSignal = init?.signal ?? request?.signal ?? undefined;
+  const signal = anySignal(optionsSignal, callSignal);
+  const method = (init?.method ?? request?.method ?? "GET").toUpperCase();
+  // A body given in init replaces the Request's; a Request's own body is cloned for each attempt.
+  const replayable = init?.body !== undefined ? isReplayableBody(init.body) : true;
+  const state = pacer.stateOf(request ? request.url : (input as string | URL));
+  const attemptInit: RequestInit | undefined = signal && signal !== callSignal ? { ...init, signal } : init;
+  return { input, request, init: attemptInit, signal, method, replayable, state };
+}
+
+/**
+ * One attempt: waits until the origin lets a request go and a place in flight is free, sends it,
+ * and applies its answer to the origin's state. Network errors reject as `send` rejects.
+ */
+async function sendWhenFree(call: Call, send: Fetch, pacer: Pacer, slots: Slots): Promise<Response> {
+  const { state, signal } = call;
+  // Wait for the origin (pacing, Retry-After), then for a place in flight; the origin may have
+  // changed meanwhile, so check it again once placed, and give the place back if it must wait.
+  for (;;) {
+    await pacer.waitForOrigin(state, signal);
+    await slots.acquire(signal);
+    if (pacer.holdFor(state) <= 0) break;
+    slots.release();
+  }
+  // Sent now, in the same turn as the check above: nothing else can take the last unit.
+  const booking = pacer.book(state);
+  let res: Response | undefined;
   try {
-    const base = (globalThis as { location?: { href?: string } }).location?.href;
-    return new URL(url, base).origin;
-  } catch {
-    return "";
+    res = await send(call.request ? call.request.clone() : call.input, call.init);
+  } finally {
+    slots.release();
+    pacer.settle(state, booking, res); // the waiters read the new state (or, after a failure, probe again)
   }
-}
-
-/**
- * `Retry-After` in ms from now: delta seconds (`120`) or an HTTP date; `undefined` when absent or
- * unreadable. A date in the past is 0.
- */
-export function parseRetryAfter(value: string | null, nowMs: number): number | undefined {
-  if (value === null) return undefined;
-  const v = value.trim();
-  if (/^\d+(\.\d+)?$/.test(v)) return Number(v) * 1000;
-  const at = Date.parse(v);
-  if (Number.isNaN(at)) return undefined;
-  return Math.max(0, at - nowMs);
-}
-
-/** Unix times in seconds are above this (2001-09-09); delta seconds never are. */
-const UNIX_SECONDS = 1e9;
-/** Unix times in ms are above this. */
-const UNIX_MS = 1e12;
-
-/**
- * A reset value in ms from now: delta seconds, a Unix time in seconds, or a Unix time in ms,
- * told apart by size.
- */
-function resetToMs(value: number, nowMs: number): number {
-  if (value >= UNIX_MS) return Math.max(0, value - nowMs);
-  if (value >= UNIX_SECONDS) return Math.max(0, value * 1000 - nowMs);
-  return Math.max(0, value * 1000);
-}
-
-/** Reads the rate-limit figures of an answer: `X-RateLimit-*` first, else the IETF fields. */
-function readRateLimit(headers: Headers, nowMs: number): Answer {
-  const remaining = number(headers.get("x-ratelimit-remaining"));
-  if (remaining !== undefined) {
-    const reset = number(headers.get("x-ratelimit-reset"));
-    return { remaining, resetInMs: reset === undefined ? undefined : resetToMs(reset, nowMs) };
-  }
-  const field = headers.get("ratelimit");
-  if (field === null) return { remaining: undefined, resetInMs: undefined };
-  const windows = new Map<string, number>();
-  for (const item of parseList(headers.get("ratelimit-policy") ?? "")) {
-    const w = number(item.params.get("w"));
-    if (w !== undefined) windows.set(item.name, w);
-  }
-  // Several policies: the one with the least remaining binds (ties: the latest reset).
-  let best: Answer = { remaining: undefined, resetInMs: undefined };
-  for (const item of parseList(field)) {
-    const r = number(item.params.get("r"));
-    if (r === undefined) continue;
-    const t = number(item.params.get("t")) ?? windows.get(item.name);
-    const resetInMs = t === undefined ? undefined : t * 1000;
-    if (
-      best.remaining === undefined ||
-      r < best.remaining ||
-      (r === best.remaining && (resetInMs ?? 0) > (best.resetInMs ?? 0))
-    ) {
-      best = { remaining: r, resetInMs };
-    }
-  }
-  return best;
-}
-
-/** A non-negative number, or undefined. */
-function number(value: string | null | undefined): number | undefined {
-  if (value === null || value === undefined) return undefined;
-  const v = value.trim();
-  if (!/^\d+(\.\d+)?$/.test(v)) return undefined;
-  return Number(v);
-}
-
-/**
- * A structured-field list (RFC 9651) as the IETF rate-limit fields use it: members such as
- * `"standard";r=87;t=45`, comma-separated; each gives its name (a string or token) and its
- * parameters. Tolerant: what it cannot read it skips.
- */
-function parseList(field: string): { name: string; params: Map<string, string> }[] {
-  const members: string[] = [];
-  let current = "";
-  let quoted = false;
-  for (let i = 0; i < field.length; i++) {
-    const c = field[i];
-    if (c === '"' && field[i - 1] !== "\\") quoted = !quoted;
-    if (c === "," && !quoted) {
-      members.push(current);
-      current = "";
-    } else {
-      current += c;
-    }
-  }
-  members.push(current);
-  const out: { name: string; params: Map<string, string> }[] = [];
-  for (const member of members) {
-    const [head, ...rest] = member.split(";");
-    if (head === undefined || head.trim() === "") continue;
-    const name = head.trim().replace(/^"(.*)"$/, "$1");
-    const params = new Map<string, string>();
-    for (const p of rest) {
-      const eq = p.indexOf("=");
-      if (eq > 0) params.set(p.slice(0, eq).trim(), p.slice(eq + 1).trim());
-    }
-    out.push({ name, params });
-  }
-  return out;
-}
-
-/** Frees a response that will not be returned. */
-async function discard(res: Response): Promise<void> {
-  try {
-    await res.body?.cancel();
-  } catch {
-    // Nothing to free.
-  }
-}
-
-function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw signal.reason;
-}
-
-/** A signal that aborts when any of the given ones does; undefined when none is given. */
-function anySignal(...signals: (AbortSignal | undefined | null)[]): AbortSignal | undefined {
-  const given = signals.filter((s): s is AbortSignal => s !== undefined && s !== null);
-  if (given.length <= 1) return given[0];
-  if (typeof AbortSignal.any === "function") return AbortSignal.any(given);
-  const controller = new AbortController(); // runtimes without AbortSignal.any (Node 18)
-  for (const s of given) {
-    if (s.aborted) {
-      controller.abort(s.reason);
-      break;
-    }
-    s.addEventListener("abort", () => controller.abort(s.reason), { once: true });
-  }
-  return controller.signal;
-}
-
-function defaultSleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
+  return res;
 }
