@@ -1,4 +1,4 @@
-import { Hono, type MiddlewareHandler } from "hono";
+import { type Context, Hono, type MiddlewareHandler, type Next } from "hono";
 import { requestId } from "hono/request-id";
 import { handleAdmin, isAdminPath } from "./admin/index.ts";
 import { ConfigError, loadConfig, type SluiceConfig } from "./config/config.ts";
@@ -33,6 +33,33 @@ function requestIdMiddleware(headerName: string): MiddlewareHandler {
 
 type AppEnv = { Bindings: SluiceEnv & Record<string, unknown>; Variables: SluiceVariables };
 
+/** A request whose URL does not parse (HTTP/1.1 without a Host header) is the client's error. */
+async function checkUrl(c: Context<AppEnv>, next: Next): Promise<void> {
+  try {
+    urlOf(c.req.raw);
+  } catch {
+    throw new SluiceError(400, "invalid_request", "the request has no valid URL (is the Host header missing?)");
+  }
+  await next();
+}
+
+/** SLUICE_CONFIG and ORIGIN_URL, checked on every request (cached per isolate), then the request id. */
+async function checkConfig(c: Context<AppEnv>, next: Next): Promise<void> {
+  const originIssue = validateOriginUrl(c.env.ORIGIN_URL);
+  let config: SluiceConfig;
+  try {
+    config = loadConfig(c.env.SLUICE_CONFIG);
+  } catch (e) {
+    if (e instanceof ConfigError && originIssue) throw new ConfigError([...e.issues, originIssue]);
+    throw e;
+  }
+  if (originIssue) throw new ConfigError([originIssue]);
+  await requestIdMiddleware(config.requestIdHeader)(c, next);
+  // Echoed on every answer, the origin's included (hono's requestId only covers c.json/c.text).
+  const id = c.get("requestId");
+  if (c.res.headers.get(config.requestIdHeader) !== id) mutableHeaders(c).set(config.requestIdHeader, id);
+}
+
 /**
  * The standalone Sluice worker: request id, configuration check, the rate-limit middleware, then
  * the proxy to the origin. One onError renders every failure as JSON.
@@ -43,31 +70,8 @@ export function createApp(): Hono<AppEnv> {
   app.onError(renderError);
 
   // Configuration first, so a bad one fails every request with its issues, not a later crash.
-  // A request whose URL does not parse (HTTP/1.1 without a Host header) is the client's error.
-  app.use(async function checkUrl(c, next) {
-    try {
-      urlOf(c.req.raw);
-    } catch {
-      throw new SluiceError(400, "invalid_request", "the request has no valid URL (is the Host header missing?)");
-    }
-    await next();
-  });
-
-  app.use(async function checkConfig(c, next) {
-    const originIssue = validateOriginUrl(c.env.ORIGIN_URL);
-    let config: SluiceConfig;
-    try {
-      config = loadConfig(c.env.SLUICE_CONFIG);
-    } catch (e) {
-      if (e instanceof ConfigError && originIssue) throw new ConfigError([...e.issues, originIssue]);
-      throw e;
-    }
-    if (originIssue) throw new ConfigError([originIssue]);
-    await requestIdMiddleware(config.requestIdHeader)(c, next);
-    // Echoed on every answer, the origin's included (hono's requestId only covers c.json/c.text).
-    const id = c.get("requestId");
-    if (c.res.headers.get(config.requestIdHeader) !== id) mutableHeaders(c).set(config.requestIdHeader, id);
-  });
+  app.use(checkUrl);
+  app.use(checkConfig);
 
   // The admin API answers before any rate limit and is never proxied, however its path is spelled.
   app.use(async function adminGate(c, next) {

@@ -9,7 +9,8 @@ import { ownAnswer, SluiceError } from "../util/errors.ts";
 import { logEvent } from "../util/log.ts";
 import { isAdminPath, tokenMatches } from "./auth.ts";
 import { dashboardResponse } from "./dashboard/page.ts";
-import { type AdminEnv, createAdminApp } from "./routes.ts";
+import type { AdminEnv } from "./keys/shared.ts";
+import { createAdminApp } from "./routes.ts";
 import { selfView } from "./self-view.ts";
 
 export { isAdminPath };

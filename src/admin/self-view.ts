@@ -8,7 +8,7 @@ import { ceilSeconds } from "../request/respond/headers.ts";
 import { SluiceError } from "../util/errors.ts";
 import { logEvent } from "../util/log.ts";
 
-import { type AdminEnv, keyPolicies } from "./routes.ts";
+import { type AdminEnv, keyPolicies } from "./keys/shared.ts";
 
 /**
  * GET {adminPath}/me: the caller's own standing, the caller identified exactly as the policies

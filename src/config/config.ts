@@ -121,11 +121,11 @@ function formatPath(path: readonly PropertyKey[]): string {
   return out || "SLUICE_CONFIG";
 }
 
-/**
- * Validates SLUICE_CONFIG (an object from [vars], or its JSON text) and fills in defaults.
- * @throws ConfigError naming every bad field; never falls back to defaults for a bad value.
- */
-export function parseConfig(raw: unknown): SluiceConfig {
+/** SLUICE_CONFIG as the schema outputs it, before normalisation. */
+type ValidInput = z.output<typeof configSchema>;
+
+/** The raw value as an object to validate: JSON text is parsed; a missing value is an error. */
+function inputOf(raw: unknown): unknown {
   let input = raw;
   if (typeof raw === "string") {
     try {
@@ -136,14 +136,23 @@ export function parseConfig(raw: unknown): SluiceConfig {
   }
   if (input === undefined || input === null)
     throw new ConfigError(["SLUICE_CONFIG: missing; set [vars.SLUICE_CONFIG] in wrangler.toml"]);
+  return input;
+}
+
+/** The schema's output, once the schema, policy names, plans and alerts all check out. */
+function validate(input: unknown): ValidInput {
   const result = configSchema.safeParse(input);
   const issues = result.success ? [] : result.error.issues.map((i) => `${formatPath(i.path)}: ${i.message}`);
   issues.push(...duplicateNames(input));
   if (result.success) issues.push(...planIssues(result.data), ...alertIssues(result.data));
   if (!result.success || issues.length > 0) throw new ConfigError(issues);
-  const c = result.data;
+  return result.data;
+}
+
+/** Plan name -> policy name -> what the plan replaces, concurrency as `limit` and windows in ms. */
+function normalisePlans(input: ValidInput["plans"]): Record<string, Record<string, PlanEntry>> {
   const plans: Record<string, Record<string, PlanEntry>> = {};
-  for (const [plan, entries] of Object.entries(c.plans ?? {})) {
+  for (const [plan, entries] of Object.entries(input ?? {})) {
     plans[plan] = {};
     for (const [name, e] of Object.entries(entries)) {
       const entry: PlanEntry = {};
@@ -153,8 +162,77 @@ export function parseConfig(raw: unknown): SluiceConfig {
       plans[plan][name] = entry;
     }
   }
-  const plansOf = (name: string): Record<string, PlanEntry> =>
-    Object.fromEntries(Object.entries(plans).map(([plan, entries]) => [plan, entries[name] ?? {}]));
+  return plans;
+}
+
+/** What every plan replaces of one policy (`{}` for a plan that leaves it alone), by plan name. */
+function plansOf(plans: Record<string, Record<string, PlanEntry>>, name: string): Record<string, PlanEntry> {
+  return Object.fromEntries(Object.entries(plans).map(([plan, entries]) => [plan, entries[name] ?? {}]));
+}
+
+function normaliseAlert(a: ValidInput["alerts"][number]): AlertRule {
+  return {
+    name: a.name,
+    when: a.when,
+    threshold: a.threshold,
+    url: a.url,
+    ...(a.window !== undefined ? { windowMs: parseDuration(a.window) as number } : {}),
+    ...(a.policy !== undefined ? { policy: a.policy } : {}),
+  };
+}
+
+/** One policy with every default filled in; `plans` is normalisePlans' output. */
+function normalisePolicy(
+  p: ValidInput["policies"][number],
+  c: ValidInput,
+  plans: Record<string, Record<string, PlanEntry>>,
+): Policy {
+  const base: PolicyBase = {
+    name: p.name,
+    scope: p.scope,
+    methods: p.match.methods ? new Set(p.match.methods.map((m) => m.toUpperCase())) : undefined,
+    paths: p.match.paths,
+    caseSensitive: p.match.caseSensitive ?? false,
+    cost: p.cost,
+    mode: p.mode,
+  };
+  if (c.plans !== undefined && isKeyOnly(p.scope)) {
+    base.plans = plansOf(plans, p.name);
+    if (c.defaultPlan !== undefined) base.defaultPlan = c.defaultPlan;
+  }
+  if (p.concurrency !== undefined) return { ...base, kind: "concurrency", concurrency: p.concurrency };
+  const counted = {
+    ...(p.countStatus !== undefined ? { countStatus: p.countStatus } : {}),
+    ...(p.settle !== undefined ? { settle: p.settle } : {}),
+  };
+  if (p.period !== undefined) {
+    return {
+      ...base,
+      ...counted,
+      kind: "rate",
+      limit: p.limit as number,
+      windowMs: PERIOD_MIN_MS[p.period],
+      algorithm: "fixed-window",
+      period: p.period,
+    };
+  }
+  return {
+    ...base,
+    ...counted,
+    kind: "rate",
+    limit: p.limit as number,
+    windowMs: parseDuration(p.window) as number,
+    algorithm: p.algorithm ?? "sliding-window",
+  };
+}
+
+/**
+ * Validates SLUICE_CONFIG (an object from [vars], or its JSON text) and fills in defaults.
+ * @throws ConfigError naming every bad field; never falls back to defaults for a bad value.
+ */
+export function parseConfig(raw: unknown): SluiceConfig {
+  const c = validate(inputOf(raw));
+  const plans = normalisePlans(c.plans);
   return {
     identity: c.identity,
     headers: c.headers,
@@ -172,55 +250,8 @@ export function parseConfig(raw: unknown): SluiceConfig {
     plans,
     defaultPlan: c.defaultPlan,
     selfView: c.selfView,
-    alerts: c.alerts.map(
-      (a): AlertRule => ({
-        name: a.name,
-        when: a.when,
-        threshold: a.threshold,
-        url: a.url,
-        ...(a.window !== undefined ? { windowMs: parseDuration(a.window) as number } : {}),
-        ...(a.policy !== undefined ? { policy: a.policy } : {}),
-      }),
-    ),
-    policies: c.policies.map((p): Policy => {
-      const base: PolicyBase = {
-        name: p.name,
-        scope: p.scope,
-        methods: p.match.methods ? new Set(p.match.methods.map((m) => m.toUpperCase())) : undefined,
-        paths: p.match.paths,
-        caseSensitive: p.match.caseSensitive ?? false,
-        cost: p.cost,
-        mode: p.mode,
-      };
-      if (c.plans !== undefined && isKeyOnly(p.scope)) {
-        base.plans = plansOf(p.name);
-        if (c.defaultPlan !== undefined) base.defaultPlan = c.defaultPlan;
-      }
-      if (p.concurrency !== undefined) return { ...base, kind: "concurrency", concurrency: p.concurrency };
-      const counted = {
-        ...(p.countStatus !== undefined ? { countStatus: p.countStatus } : {}),
-        ...(p.settle !== undefined ? { settle: p.settle } : {}),
-      };
-      if (p.period !== undefined) {
-        return {
-          ...base,
-          ...counted,
-          kind: "rate",
-          limit: p.limit as number,
-          windowMs: PERIOD_MIN_MS[p.period],
-          algorithm: "fixed-window",
-          period: p.period,
-        };
-      }
-      return {
-        ...base,
-        ...counted,
-        kind: "rate",
-        limit: p.limit as number,
-        windowMs: parseDuration(p.window) as number,
-        algorithm: p.algorithm ?? "sliding-window",
-      };
-    }),
+    alerts: c.alerts.map(normaliseAlert),
+    policies: c.policies.map((p) => normalisePolicy(p, c, plans)),
   };
 }
 

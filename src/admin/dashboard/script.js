@@ -1,6 +1,7 @@
 // The dashboard's browser script (GET {adminPath}/). A real file so it is linted like the rest;
-// scripts/embed-dashboard.ts copies it into script.gen.ts, which page.ts inlines under a nonce
-// (`npm test` fails when the copy is stale). Plain browser JavaScript: no imports, no build step.
+// scripts/embed-dashboard.ts copies chart.js (the hourly chart, drawChart) then this file into
+// script.gen.ts, which page.ts inlines under a nonce as one script (`npm test` fails when the copy
+// is stale). Plain browser JavaScript: no imports, no build step.
 
 const TOKEN_KEY = "sluice-admin-token";
 const base = location.pathname.replace(/\/+$/, "");
@@ -168,92 +169,40 @@ function renderKey(u) {
     u.alerts.length === 0
       ? "No alerts."
       : `Last alerts: ${u.alerts.map((a) => `${a.alert} (${a.when}, ${a.value}/${a.threshold}) at ${a.at}${a.delivered ? "" : ", not delivered yet"}`).join(" · ")}`;
-  drawChart();
+  drawChart(lastUsage, range);
 }
 
-const SVG = "http://www.w3.org/2000/svg";
-function svgEl(name, attrs) {
-  const e = document.createElementNS(SVG, name);
-  for (const k in attrs) e.setAttribute(k, attrs[k]);
-  return e;
+/** The override form: limit and window of a rate policy, or concurrency, on the open key. */
+async function setOverride() {
+  const opt = $("ov-policy").selectedOptions[0];
+  if (!opt) throw new Error("Open a key with a key-scoped policy first.");
+  const body = { keyId: current, policy: opt.value };
+  const limit = $("ov-limit").value.trim(),
+    win = $("ov-window").value.trim();
+  if (opt.dataset.kind === "concurrency") {
+    if (limit) body.concurrency = Number(limit);
+  } else {
+    if (limit) body.limit = Number(limit);
+    if (win) body.window = /^[0-9]+$/.test(win) ? Number(win) : win;
+  }
+  await api("PUT", "/keys/overrides", body);
+  $("status").textContent = `Override set on ${opt.value}.`;
+  await refreshKey();
 }
 
-function drawChart() {
-  const svg = $("chart");
-  svg.textContent = "";
-  if (!lastUsage) return;
-  for (const b of document.querySelectorAll("[data-range]"))
-    b.setAttribute("aria-pressed", String(Number(b.dataset.range) === range));
-  const W = 1000,
-    H = 220,
-    L = 40,
-    B = 24,
-    T = 8;
-  const now = Math.floor(Date.now() / 3600000);
-  const byHour = new Map(lastUsage.hourly.map((h) => [Math.floor(Date.parse(h.hour) / 3600000), h]));
-  const hours = [];
-  for (let h = now - range + 1; h <= now; h++) hours.push([h, byHour.get(h) || { passed: 0, rejected: 0 }]);
-  const max = Math.max(1, ...hours.map(([, v]) => v.passed + v.rejected));
-  const bw = (W - L) / hours.length;
-  const y = (v) => T + (H - B - T) * (1 - v / max);
-  svg.appendChild(svgEl("line", { x1: L, y1: H - B, x2: W, y2: H - B, stroke: "#8c959f" }));
-  const top = svgEl("text", { x: L - 6, y: T + 10, "text-anchor": "end", "font-size": 11, fill: "#57606a" });
-  top.textContent = String(max);
-  svg.appendChild(top);
-  const zero = svgEl("text", { x: L - 6, y: H - B, "text-anchor": "end", "font-size": 11, fill: "#57606a" });
-  zero.textContent = "0";
-  svg.appendChild(zero);
-  let passed = 0,
-    rejected = 0;
-  hours.forEach(([h, v], i) => {
-    passed += v.passed;
-    rejected += v.rejected;
-    if (v.passed + v.rejected === 0) return;
-    const x = L + i * bw,
-      w = Math.max(1, bw - (bw > 4 ? 1 : 0));
-    const g = svgEl("g", {});
-    const title = svgEl("title", {});
-    title.textContent = `${new Date(h * 3600000).toISOString().slice(0, 13)}:00Z  passed ${v.passed}, rejected ${v.rejected}`;
-    g.appendChild(title);
-    if (v.passed > 0)
-      g.appendChild(
-        svgEl("rect", {
-          class: "bar-passed",
-          x,
-          width: w,
-          y: y(v.passed),
-          height: H - B - y(v.passed),
-          fill: "#2f81f7",
-        }),
-      );
-    if (v.rejected > 0)
-      g.appendChild(
-        svgEl("rect", {
-          class: "bar-rejected",
-          x,
-          width: w,
-          y: y(v.passed + v.rejected),
-          height: y(v.passed) - y(v.passed + v.rejected),
-          fill: "#cf222e",
-        }),
-      );
-    svg.appendChild(g);
-  });
-  const label = (h, x, anchor) => {
-    const t = svgEl("text", { x, y: H - 6, "text-anchor": anchor, "font-size": 11, fill: "#57606a" });
-    t.textContent = `${new Date(h * 3600000).toISOString().slice(5, 13).replace("T", " ")}:00`;
-    svg.appendChild(t);
-  };
-  label(now - range + 1, L, "start");
-  label(now, W, "end");
-  $("chart-summary").textContent =
-    "Last " +
-    (range === 24 ? "24 hours" : `${range / 24} days`) +
-    ": passed " +
-    passed +
-    ", rejected " +
-    rejected +
-    " (UTC hours)";
+async function removeOverride() {
+  const opt = $("ov-policy").selectedOptions[0];
+  if (!opt) return;
+  const r = await api("DELETE", "/keys/overrides", { keyId: current, policy: opt.value });
+  $("status").textContent = r.removed ? `Override removed from ${opt.value}.` : `No override on ${opt.value}.`;
+  await refreshKey();
+}
+
+async function resetCounters() {
+  if (!confirm(`Reset every counter of ${current}?`)) return;
+  await api("DELETE", `/keys/counters?keyId=${current}`);
+  $("status").textContent = "Counters reset.";
+  await refreshKey();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -277,44 +226,14 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const b of document.querySelectorAll("[data-range]"))
     b.addEventListener("click", () => {
       range = Number(b.dataset.range);
-      drawChart();
+      drawChart(lastUsage, range);
     });
   $("override").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    run(async () => {
-      const opt = $("ov-policy").selectedOptions[0];
-      if (!opt) throw new Error("Open a key with a key-scoped policy first.");
-      const body = { keyId: current, policy: opt.value };
-      const limit = $("ov-limit").value.trim(),
-        win = $("ov-window").value.trim();
-      if (opt.dataset.kind === "concurrency") {
-        if (limit) body.concurrency = Number(limit);
-      } else {
-        if (limit) body.limit = Number(limit);
-        if (win) body.window = /^[0-9]+$/.test(win) ? Number(win) : win;
-      }
-      await api("PUT", "/keys/overrides", body);
-      $("status").textContent = `Override set on ${opt.value}.`;
-      await refreshKey();
-    });
+    run(setOverride);
   });
-  $("ov-remove").addEventListener("click", () =>
-    run(async () => {
-      const opt = $("ov-policy").selectedOptions[0];
-      if (!opt) return;
-      const r = await api("DELETE", "/keys/overrides", { keyId: current, policy: opt.value });
-      $("status").textContent = r.removed ? `Override removed from ${opt.value}.` : `No override on ${opt.value}.`;
-      await refreshKey();
-    }),
-  );
-  $("reset").addEventListener("click", () =>
-    run(async () => {
-      if (!confirm(`Reset every counter of ${current}?`)) return;
-      await api("DELETE", `/keys/counters?keyId=${current}`);
-      $("status").textContent = "Counters reset.";
-      await refreshKey();
-    }),
-  );
+  $("ov-remove").addEventListener("click", () => run(removeOverride));
+  $("reset").addEventListener("click", () => run(resetCounters));
   signedIn(!!token());
   if (token()) run(loadTop);
 });
