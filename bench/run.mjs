@@ -1,4 +1,4 @@
-// npm run bench [-- --quick | --smoke | --profile | --autocannon | --rows=...]
+// npm run bench [-- --quick | --smoke | --profile | --autocannon | --rows=... | --allowance-max-ms=N]
 //
 // Builds the Sluice bundle (wrangler deploy --dry-run), serves it and the comparison workers on
 // workerd directly (bench/workerd.mjs; no wrangler dev proxy), starts a local origin in a child
@@ -113,12 +113,19 @@ async function originStats(origin) {
   return (await fetch(`${origin.url}/__stats`)).json();
 }
 
+// --allowance-max-ms=N sets allowanceMaxMs for every Sluice row (docs/benchmarks.md: the trade of
+// object calls for how late an admin change reaches every isolate); the default is the setting's.
+const ALLOWANCE_MAX_MS = Number(
+  process.argv.find((a) => a.startsWith("--allowance-max-ms="))?.split("=")[1] ?? Number.NaN,
+);
+
 function sluiceConfig(limit, window, allowance = "auto") {
   // onStoreError "closed": a failing store shows as 503s in the table instead of passing silently.
   return JSON.stringify({
     identity: ["header:x-api-key", "ip"],
     onStoreError: "closed",
     allowance,
+    ...(Number.isFinite(ALLOWANCE_MAX_MS) ? { allowanceMaxMs: ALLOWANCE_MAX_MS } : {}),
     policies: [{ name: "bench", limit, window }],
   });
 }
@@ -696,7 +703,7 @@ async function main() {
       seconds: Math.round((Date.now() - started) / 1000),
     };
     console.log(
-      `mode ${mode}, ${meta.cpus} cores (${meta.cpuModel}), node ${meta.node}, ${LOADGEN}, ${CONNECTIONS} connections, ${mode === "smoke" ? `${SMOKE_REQUESTS} requests` : `${DURATION} s`} per row, ${meta.seconds} s in all`,
+      `mode ${mode}, ${meta.cpus} cores (${meta.cpuModel}), node ${meta.node}, ${LOADGEN}, ${CONNECTIONS} connections, ${mode === "smoke" ? `${SMOKE_REQUESTS} requests` : `${DURATION} s`} per row, ${meta.seconds} s in all${Number.isFinite(ALLOWANCE_MAX_MS) ? `, allowanceMaxMs ${ALLOWANCE_MAX_MS}` : ""}`,
     );
     mkdirSync(join(root, "bench/results"), { recursive: true });
     writeFileSync(
