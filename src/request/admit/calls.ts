@@ -162,7 +162,7 @@ export async function sendReports(stub: LimiterRpc, name: string, perKey: boolea
  * no call of the key carries them first: the object has them within this plus one call's time,
  * whether or not the key sends anything more (docs/design.md, "Usage figures").
  */
-export const OWED_FLUSH_MS = 1_000;
+export const OWED_FLUSH_MS = 3_000;
 
 /**
  * The wait in use. Tests of whole-worker behaviour shorten it (test/support/worker.ts): their
