@@ -146,13 +146,20 @@ export async function renew(iso: Isolate, a: Asked, config: SluiceConfig, now: n
 
 /**
  * Sends this isolate's pending reports, uncounted passes and cached rejections for one object, if
- * it has any: what the admin API and /me do before reading a key's figures.
+ * it has any: what the admin API and /me do before reading a key's figures, and what the owed
+ * flush sends (flushOwedLater). `alerts`: the key's alerts, for the rejections it counts.
  */
-export async function sendReports(stub: LimiterRpc, name: string, perKey: boolean): Promise<void> {
-  const unreported = perKey ? blockedCache.takeUnreported(name) : 0;
-  if (unreported > 0) await stub.countRejections(unreported);
-  const reports = allowances.reportsFor(name, clock.now(), false);
-  const passed = perKey ? allowances.takePassed(name) : 0;
+export async function sendReports(
+  stub: LimiterRpc,
+  name: string,
+  perKey: boolean,
+  iso: Isolate = thisIsolate,
+  alerts?: AlertRule[],
+): Promise<void> {
+  const unreported = perKey ? iso.blocked.takeUnreported(name) : 0;
+  if (unreported > 0) await stub.countRejections(unreported, alerts);
+  const reports = iso.allowances.reportsFor(name, iso.now(), false);
+  const passed = perKey ? iso.allowances.takePassed(name) : 0;
   if (reports.length > 0 || passed > 0) await stub.reportUses(reports, passed);
 }
 
@@ -197,8 +204,8 @@ function noteKnown(name: string): void {
  * OWED_FLUSH_MS unless a flush is already on its way. The wait rides on this request's
  * `background` (its waitUntil): workerd drops timers of a request that has finished, and this
  * keeps that one request's context open at most that long; whatever a call sent meanwhile
- * is gone from what is owed, and the flush sends only what is left, with at most two calls
- * (rejections, passes) per key per OWED_FLUSH_MS.
+ * is gone from what is owed, and the flush sends only what is left (sendReports: at most two
+ * calls, rejections then uses and passes, per key per OWED_FLUSH_MS).
  */
 export function flushOwedLater(
   iso: Isolate,
@@ -215,10 +222,7 @@ export function flushOwedLater(
   const flush = async () => {
     await new Promise((r) => setTimeout(r, owedFlush.ms));
     flushing.delete(name);
-    const rejected = iso.blocked.takeUnreported(name);
-    const passed = iso.allowances.takePassed(name);
-    if (rejected > 0) await stub.countRejections(rejected, alertsFor(a, config).alerts);
-    if (passed > 0) await stub.reportUses([], passed);
+    await sendReports(stub, name, true, iso, alertsFor(a, config).alerts);
   };
   background(
     flush().catch((e: unknown) => {
