@@ -59,7 +59,12 @@ export class Ledger {
   private readonly leases = this.rows.leases;
   /** Until then (object clock) a booking of a request that spans objects may still be undone. */
   private refundableUntil = 0;
-  /** The object's clock at the last counter reset (see lastReset()). */
+  /**
+   * The object's clock at the last counter reset (docs/algorithms.md#counter-resets): a booking
+   * made until then is forgiven, so an undo, give-back or settle of it arriving later changes
+   * nothing (the reset already took its units away; giving them back again would hand the key
+   * room it never had).
+   */
   private resetAt = Number.NEGATIVE_INFINITY;
 
   // ---- loading
@@ -274,16 +279,7 @@ export class Ledger {
     this.resetAt = now;
   }
 
-  /**
-   * The object's clock at the last counter reset (stored by the object, docs/algorithms.md "Counter
-   * resets"): a booking made until then is forgiven, so an undo, give-back or settle of it arriving
-   * later changes nothing (the reset already took its units away; giving them back again would hand
-   * the key room it never had).
-   */
-  lastReset(): number | null {
-    return Number.isFinite(this.resetAt) ? this.resetAt : null;
-  }
-
+  /** The last reset's instant as the object stored it (storage.ts writeLastReset), at load. */
   loadLastReset(at: number): void {
     this.resetAt = Math.max(this.resetAt, at);
   }
