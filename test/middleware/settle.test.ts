@@ -4,7 +4,7 @@ import { createExecutionContext, waitOnExecutionContext } from "cloudflare:test"
 import { env } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import worker from "../../src/index.ts";
-import { ORIGIN, PUBLIC, send, sendSettled, setClock, unique } from "../support/worker.ts";
+import { ORIGIN, PUBLIC, readRest, send, sendSettled, setClock, unique } from "../support/worker.ts";
 
 const T0 = 1_800_000_000_000;
 
@@ -161,12 +161,7 @@ describe('settle = "json:<dot.path>"', () => {
     expect(decoder.decode(first.value)).toContain('"Hel"');
     expect(await remaining(key, cfg)).toBe(90);
     await fetch(`${ORIGIN}/__control/release/${id}`);
-    let rest = "";
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      rest += decoder.decode(value, { stream: true });
-    }
+    const rest = await readRest(reader);
     expect(rest).toContain('"usage":{"total_tokens":77}');
     expect(rest.endsWith("data: [DONE]\n\n")).toBe(true);
     await streamed.settled();

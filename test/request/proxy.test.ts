@@ -1,6 +1,6 @@
 import { env } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
-import { ORIGIN, originLog, send, unique } from "../support/worker.ts";
+import { ORIGIN, originLog, readRest, send, unique } from "../support/worker.ts";
 
 const open = { policies: [{ name: "p", limit: 1000, window: "1m" }] };
 const MB10 = 10 * 1024 * 1024;
@@ -140,12 +140,7 @@ describe("proxy to the origin", () => {
     const first = await reader.read();
     expect(new TextDecoder().decode(first.value)).toBe("started\n");
     await fetch(`${ORIGIN}/__control/release/${id}`);
-    let rest = "";
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      rest += new TextDecoder().decode(value);
-    }
+    const rest = await readRest(reader);
     expect(rest).toBe("done\n");
   });
 

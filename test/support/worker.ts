@@ -118,3 +118,14 @@ export async function statuses(n: number, path: string, options: SendOptions = {
   }
   return out;
 }
+
+/** Reads what is left of a body whose reader a test already holds, as text. */
+export async function readRest(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<string> {
+  const decoder = new TextDecoder();
+  let rest = "";
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return rest + decoder.decode();
+    rest += decoder.decode(value, { stream: true });
+  }
+}

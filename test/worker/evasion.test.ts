@@ -12,6 +12,7 @@ import {
   advance,
   ORIGIN,
   originLog,
+  readRest,
   type SendOptions,
   send,
   sendSettled,
@@ -355,12 +356,7 @@ describe("concurrency: maxHold caps how long a slow reader holds a slot", () => 
     expect(later.status).toBe(200);
     // The slow body was not cut: it still ends as the origin ends it.
     await fetch(`${ORIGIN}/__control/release/${id}`);
-    let rest = "";
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      rest += new TextDecoder().decode(value);
-    }
+    const rest = await readRest(reader);
     expect(rest).toBe("done\n");
   });
 });
