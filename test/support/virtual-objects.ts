@@ -6,6 +6,8 @@
  * and arguments and answers copied as RPC copies them. Time is vitest's fake timers: the test
  * advances it, and every object's clock is true time (Date.now()).
  */
+
+import type { SluiceConfig } from "../../src/config/config.ts";
 import { LimiterCore } from "../../src/objects/limiter/core.ts";
 import { Ledger } from "../../src/objects/limiter/ledger/ledger.ts";
 import type {
@@ -19,9 +21,13 @@ import type {
   Receipt,
   UseReport,
 } from "../../src/protocol.ts";
+import { type Admission, admit } from "../../src/request/admit/admit.ts";
 import { AllowanceTable } from "../../src/request/admit/allowances.ts";
 import { BlockedCache } from "../../src/request/admit/blocked-cache.ts";
 import type { Isolate } from "../../src/request/admit/calls.ts";
+import { resolveIdentity } from "../../src/request/identify/identity.ts";
+import { type Bucket, bucketsFor } from "../../src/request/match/buckets.ts";
+import { matcherFor, methodsOf } from "../../src/request/match/matcher.ts";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -279,4 +285,37 @@ export function requestObjects(objectOf: (name: string) => LimiterRpc): RequestO
 export function propertyRuns(fallback: number): number {
   const env = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env;
   return Number(env?.SLUICE_PROPERTY_RUNS ?? fallback);
+}
+
+/**
+ * The buckets of a request to /v1/tasks with these headers, through the real identify and match
+ * steps (hashing is real I/O: done before virtual time runs).
+ */
+export async function requestBuckets(config: SluiceConfig, headers: Record<string, string>): Promise<Bucket[]> {
+  const req = new Request("https://api.example/v1/tasks", { headers });
+  const url = new URL(req.url);
+  const identity = await resolveIdentity(req, url, config.identity, config.ipv6Prefix);
+  return bucketsFor(matcherFor(config).match(methodsOf(req), url.pathname), identity, req, config.ipv6Prefix);
+}
+
+/**
+ * One request through the real admit() on isolate `iso`, its objects recorded as requestObjects()
+ * does: the decision, and when each object booked or decided it.
+ */
+export async function admitVirtually(
+  iso: Isolate,
+  buckets: Bucket[],
+  config: SluiceConfig,
+  objectOf: (name: string) => LimiterRpc,
+): Promise<{ d: Admission } & Omit<RequestObjects, "objects">> {
+  const { objects, bookedAt, decidedAt } = requestObjects(objectOf);
+  const d = await admit({
+    buckets,
+    objects,
+    config,
+    leaseMs: 60_000,
+    background: (p) => void p.catch(() => undefined),
+    isolate: iso,
+  });
+  return { d, bookedAt, decidedAt };
 }

@@ -26,15 +26,13 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { periodEnd, periodStart } from "../../../src/algorithms/calendar.ts";
 import { parseConfig, type SluiceConfig, type SluiceConfigInput } from "../../../src/config/config.ts";
 import type { Override } from "../../../src/protocol.ts";
-import { admit } from "../../../src/request/admit/admit.ts";
 import type { Isolate } from "../../../src/request/admit/calls.ts";
-import { resolveIdentity } from "../../../src/request/identify/identity.ts";
-import { type Bucket, bucketsFor } from "../../../src/request/match/buckets.ts";
-import { matcherFor, methodsOf } from "../../../src/request/match/matcher.ts";
+import type { Bucket } from "../../../src/request/match/buckets.ts";
 import {
+  admitVirtually,
   type DatedUse,
   propertyRuns,
-  requestObjects,
+  requestBuckets,
   VirtualObject,
   virtualIsolate,
 } from "../../support/virtual-objects.ts";
@@ -218,14 +216,8 @@ function checkAligned(at: string, list: Admitted[], rs: Regime[], lag: number, d
   }
 }
 
-async function bucketsOf(config: SluiceConfig, key: string): Promise<Bucket[]> {
-  const req = new Request("https://api.example/v1/tasks", {
-    headers: { "x-api-key": key, "x-workspace-id": "ws" },
-  });
-  const url = new URL(req.url);
-  const identity = await resolveIdentity(req, url, config.identity, config.ipv6Prefix);
-  return bucketsFor(matcherFor(config).match(methodsOf(req), url.pathname), identity, req, config.ipv6Prefix);
-}
+const bucketsOf = (config: SluiceConfig, key: string) =>
+  requestBuckets(config, { "x-api-key": key, "x-workspace-id": "ws" });
 
 async function runCase(s: Case): Promise<void> {
   vi.setSystemTime(T0);
@@ -248,16 +240,13 @@ async function runCase(s: Case): Promise<void> {
   const pending: Promise<void>[] = [];
 
   const send = async (x: Case["sent"][number]) => {
-    const { objects: stubs, bookedAt } = requestObjects(objectOf);
     const bs = buckets[x.key];
-    const d = await admit({
-      buckets: bs,
-      objects: stubs,
+    const { d, bookedAt } = await admitVirtually(
+      isolates[x.isolate % isolates.length] as Isolate,
+      bs,
       config,
-      leaseMs: 60_000,
-      background: (p) => void p.catch(() => undefined),
-      isolate: isolates[x.isolate % isolates.length] as Isolate,
-    });
+      objectOf,
+    );
     if (!d.allowed || d.failures.length > 0) return;
     const passed = Date.now();
     const status = x.ok ? 200 : 503;

@@ -10,16 +10,13 @@
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { parseConfig, type SluiceConfig, type SluiceConfigInput } from "../../../src/config/config.ts";
-import { admit } from "../../../src/request/admit/admit.ts";
 import type { Isolate } from "../../../src/request/admit/calls.ts";
-import { resolveIdentity } from "../../../src/request/identify/identity.ts";
-import { bucketsFor } from "../../../src/request/match/buckets.ts";
-import { matcherFor, methodsOf } from "../../../src/request/match/matcher.ts";
 import {
+  admitVirtually,
   busiestWindow,
   type DatedUse,
   propertyRuns,
-  requestObjects,
+  requestBuckets,
   VirtualObject,
   virtualIsolate,
 } from "../../support/virtual-objects.ts";
@@ -76,29 +73,18 @@ function objectOf(w: World, latencyOf: (name: string) => () => number, name: str
   return o;
 }
 
-/** The buckets of a request by key, through the real identify and match steps (hashing is real I/O: done before time runs). */
-async function bucketsOf(w: World, key: string, headers: Record<string, string>) {
-  const req = new Request("https://api.example/v1/tasks", { headers: { "x-api-key": key, ...headers } });
-  const url = new URL(req.url);
-  const identity = await resolveIdentity(req, url, w.config.identity, w.config.ipv6Prefix);
-  const policies = matcherFor(w.config).match(methodsOf(req), url.pathname);
-  return bucketsFor(policies, identity, req, w.config.ipv6Prefix);
-}
+/** The buckets of a request by key, through the real identify and match steps. */
+const bucketsOf = (w: World, key: string, headers: Record<string, string>) =>
+  requestBuckets(w.config, { "x-api-key": key, ...headers });
 
 type Buckets = Awaited<ReturnType<typeof bucketsOf>>;
 
 /** One request through the real admit step, on isolate `s.isolate`. */
 async function send(w: World, latencyOf: (name: string) => () => number, s: Sent, buckets: Buckets) {
   // The object's clock of the last booking each bucket's object answered for this request.
-  const { objects, bookedAt } = requestObjects((name) => objectOf(w, latencyOf, name));
-  const d = await admit({
-    buckets,
-    objects,
-    config: w.config,
-    leaseMs: 60_000,
-    background: (p) => void p.catch(() => undefined),
-    isolate: w.isolates[s.isolate] as Isolate,
-  });
+  const { d, bookedAt } = await admitVirtually(w.isolates[s.isolate] as Isolate, buckets, w.config, (name) =>
+    objectOf(w, latencyOf, name),
+  );
   w.outcomes.push(d.allowed);
   if (!d.allowed || d.failures.length > 0) return;
   // Local uses are dated the instant the request passes: no await after the last in-time check.

@@ -22,17 +22,15 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import type { RateParams } from "../../../src/algorithms/index.ts";
 import { type Algorithm, parseConfig, type SluiceConfig } from "../../../src/config/config.ts";
 import { allowanceEligible, type LimiterRpc, type PolicyItem } from "../../../src/protocol.ts";
-import { admit } from "../../../src/request/admit/admit.ts";
 import type { Isolate } from "../../../src/request/admit/calls.ts";
-import { resolveIdentity } from "../../../src/request/identify/identity.ts";
-import { type Bucket, bucketsFor } from "../../../src/request/match/buckets.ts";
-import { matcherFor, methodsOf } from "../../../src/request/match/matcher.ts";
+import type { Bucket } from "../../../src/request/match/buckets.ts";
 import { ExactLog, FixedCounter, Gcra, TokenLevel } from "../../support/reference-model.ts";
 import {
+  admitVirtually,
   busiestWindow,
   type DatedUse,
   propertyRuns,
-  requestObjects,
+  requestBuckets,
   travel,
   VirtualObject,
   virtualIsolate,
@@ -114,13 +112,8 @@ function newKey(): string {
   return `key-${++keys}`;
 }
 
-/** The buckets of a request of `key`, through the real identify and match steps (hashing is real I/O: done before time runs). */
-async function bucketsOf(config: SluiceConfig, key: string): Promise<Bucket[]> {
-  const req = new Request("https://api.example/v1/tasks", { headers: { "x-api-key": key } });
-  const url = new URL(req.url);
-  const identity = await resolveIdentity(req, url, config.identity, config.ipv6Prefix);
-  return bucketsFor(matcherFor(config).match(methodsOf(req), url.pathname), identity, req, config.ipv6Prefix);
-}
+const bucketsOf = (config: SluiceConfig, key: string): Promise<Bucket[]> =>
+  requestBuckets(config, { "x-api-key": key });
 
 /** The same buckets for a request of cost `cost` (every item: the cost a policy's `cost` would give). */
 function withCost(buckets: readonly Bucket[], cost: number): Bucket[] {
@@ -222,15 +215,9 @@ class Rig {
     const s = this.slots[i] as Slot;
     const gen = s.gen;
     this.requests++;
-    const { objects, bookedAt, decidedAt } = requestObjects((name) => this.link(s, gen, this.object(name)));
-    const d = await admit({
-      buckets,
-      objects,
-      config: this.config,
-      leaseMs: 60_000,
-      background: (p) => void p.catch(() => undefined),
-      isolate: s.iso,
-    });
+    const { d, bookedAt, decidedAt } = await admitVirtually(s.iso, buckets, this.config, (name) =>
+      this.link(s, gen, this.object(name)),
+    );
     if (s.gen !== gen) return undefined;
     const at = Date.now();
     if (!d.allowed || d.failures.length > 0) {
